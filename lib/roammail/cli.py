@@ -1,0 +1,94 @@
+"""cli.py: the one place that turns library exceptions into a one-line error.
+
+`guarded(tool, body)` runs a tool's body and returns its exit status.  A
+RoammailError becomes `tool: message` on stderr and its exit code; any other
+exception is a bug and is reported in one line too (exit 70), with the
+traceback only when ROAMMAIL_DEBUG=1.  A closed stdout (EPIPE) is not an
+error for a filter: exit quietly.  It must stay cheap to import: extsmail,
+run for every mail sent, imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .errors import EX_SOFTWARE, RoammailError
+
+TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
+if TYPE_CHECKING:
+    from typing import Callable
+
+EXIT_INTERRUPTED = 128 + 2  # as a shell reports SIGINT
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("ROAMMAIL_DEBUG") == "1"
+
+
+def error(tool: str, message: str) -> None:
+    """Write `tool: message` as one line on stderr."""
+    text = " ".join(str(message).split("\n"))
+    try:
+        sys.stderr.write(f"{tool}: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def guarded(tool: str, body: Callable[[], int | None]) -> int:
+    """Run `body`; return its status, or report its error in one line."""
+    try:
+        status = body()
+        return 0 if status is None else int(status)
+    except RoammailError as exc:
+        if debug_enabled():
+            raise
+        error(tool, str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away: not worth a message.  Point stdout at
+        # /dev/null so the interpreter's final flush does not complain.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: still one line unless debugging
+        if debug_enabled():
+            raise
+        error(tool, f"internal error: {type(exc).__name__}: {exc}"
+                    " (set ROAMMAIL_DEBUG=1 for a traceback)")
+        return EX_SOFTWARE
+
+
+def docopt_args(usage: str, argv: list[str] | None, version: str | None = None) -> dict:
+    """Parse argv with docopt-ng; a bad command line raises UsageError.
+
+    `--help` prints the usage and exits 0, as docopt does.
+    """
+    from docopt import DocoptExit, docopt  # imported late: heavy for extsmail
+
+    from .errors import UsageError
+
+    try:
+        return docopt(usage, argv=argv, version=version)
+    except DocoptExit as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        first = lines[0] if lines else "bad command line"
+        if first.lower().startswith("usage:"):
+            first = "bad command line; see --help"
+        raise UsageError(first) from None
+
+
+def not_implemented(tool: str, usage: str, argv: list[str] | None) -> int:
+    """The body of a tool not built yet: answer --help, else exit 70."""
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        sys.stdout.write(usage.strip() + "\n")
+        return 0
+    error(tool, "not implemented yet")
+    return EX_SOFTWARE
