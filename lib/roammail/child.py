@@ -1,0 +1,484 @@
+"""child.py: run one child process safely; the only code that pumps a child's pipes.
+
+`run_child` starts a command (an argument vector, never a shell line built
+from data) in its own session and process group, feeds it its stdin (bytes,
+or a binary file object streamed in chunks), collects its stderr (the first
+`stderr_limit` bytes, counting the rest) and optionally its stdout, and
+pumps all three at once with non-blocking descriptors, so that a child
+flooding stderr while not reading its input cannot deadlock us.  It stops a
+child that makes no I/O progress for `stall_timeout` seconds, or when the
+caller's `should_abort()` says so: SIGTERM to the whole process group, then
+SIGKILL to the group after `grace` seconds.  It always reaps the child.
+
+Contracts:
+- Failing to start the command (ENOENT, EACCES, ...) is reported in the
+  result (`error`, `returncode` None), never raised.  A child that exits or
+  closes its stdin early is reported (`stdin_complete` False), not raised.
+  Other exceptions (bad arguments, KeyboardInterrupt) propagate, but only
+  after the child's group has been killed and the child reaped.
+- A child being killed never sees EOF on its stdin before it is dead, so a
+  sendmail killed half-way cannot mistake a partial message for a whole one.
+- After the main child exits we drain its pipes for at most
+  DRAIN_AFTER_EXIT seconds: a grandchild that keeps them open (an ssh
+  ControlPersist master, say) does not keep us waiting, and is left alone.
+
+Must never: run a shell unless the caller's argv names one; print or log
+(the caller decides what to say); raise for a child's failure; leave a
+zombie; return while a child it was asked to kill may still be running
+without having sent it SIGKILL.
+
+Relies on SIGPIPE being ignored (Python's default), so that writing to a
+child that went away is EPIPE, not death.  `stdin_complete` means every byte
+went into the pipe and the pipe was closed: a child that exits without
+reading what still sat in the pipe buffer is not detected; its exit status
+is the authority there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Mapping, Union
+
+CHUNK = 64 * 1024  # bytes per read or write: one default Linux pipe buffer
+POLL_INTERVAL = 0.1  # seconds: the longest we sleep without checking should_abort
+DRAIN_AFTER_EXIT = 1.0  # seconds we keep reading pipes held open after the child exits
+GROUP_CHECK_INTERVAL = 0.02  # seconds between checks that a killed group is gone
+
+StdinSource = Union[bytes, bytearray, memoryview, BinaryIO, None]
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """What happened to one child.  See `describe()` for a one-line text.
+
+    returncode is the exit status, None when the child was killed by a
+    signal (`signal` then says which) or could not be started (`error`).
+    """
+
+    argv: list[str]
+    returncode: int | None
+    signal: int | None
+    stderr: bytes
+    stderr_total: int
+    stdout: bytes | None
+    stdin_complete: bool
+    stalled: bool = False
+    aborted: bool = False
+    error: str | None = None
+    stall_timeout: float | None = None  # the limit in force, for describe()
+    start_errno: int | None = None  # errno when the command could not be started
+
+    @property
+    def ok(self) -> bool:
+        """Exit status 0, all input written, and nothing went wrong on our side.
+
+        A child we had to kill (stall, abort) is never ok, even if it
+        answered SIGTERM with exit 0: better to send a message twice than
+        to lose one.
+        """
+        return (
+            self.returncode == 0
+            and self.stdin_complete
+            and self.error is None
+            and not self.stalled
+            and not self.aborted
+        )
+
+    def _status(self) -> str:
+        if self.signal is not None:
+            return f"killed by signal {self.signal} ({_signal_name(self.signal)})"
+        if self.returncode is not None:
+            return f"exit status {self.returncode}"
+        return "status unknown"
+
+    def describe(self) -> str:
+        """One line of human text, e.g. "exit status 3"."""
+        if self.error is not None and self.returncode is None and self.signal is None:
+            return self.error
+        if self.error is not None:
+            return f"{self.error} (child {self._status()})"
+        if self.stalled:
+            return f"stalled for {_seconds(self.stall_timeout)} without I/O, killed"
+        if self.aborted:
+            return f"stopped on request, {self._status()}"
+        if self.signal is not None or self.returncode is None:
+            return self._status()
+        if self.returncode == 0 and not self.stdin_complete:
+            return "exited before reading all its input (exit status 0)"
+        if not self.stdin_complete:
+            return f"exit status {self.returncode}, before reading all its input"
+        return self._status()
+
+    def exit_status_for_shell(self) -> int:
+        """The status a shell would report: returncode, 128+signal, 127/126 if not run."""
+        if self.returncode is not None:
+            return self.returncode
+        if self.signal is not None:
+            return 128 + self.signal
+        if self.start_errno == errno.ENOENT:
+            return 127
+        return 126
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "some time"
+    number = int(value) if float(value).is_integer() else value
+    return f"{number} second" if number == 1 else f"{number} seconds"
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone (or is no longer ours)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group `pgid` is running (zombies do not count).
+
+    kill(2) succeeds on zombies, and an orphaned zombie lasts until init
+    reaps it (some container inits never do), so on Linux look in /proc.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return True  # no /proc: assume alive, the caller escalates after grace
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and ')'.
+            fields = stat[stat.rfind(b")") + 2:].split()
+            if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                return True
+    return False
+
+
+def _check_pgid(pgid: int) -> None:
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise ValueError(f"refusing to signal process group {pgid}")
+
+
+def _await_group(pgid: int, deadline: float) -> bool:
+    """Wait until group `pgid` is gone or `deadline` (monotonic) passes; True if gone."""
+    while True:
+        if not _group_alive(pgid):
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(GROUP_CHECK_INTERVAL, remaining))
+
+
+def kill_group(pgid: int, grace: float) -> int | None:
+    """SIGTERM process group `pgid`; SIGKILL it if still alive after `grace` seconds.
+
+    Blocks for at most `grace` seconds (plus a /proc scan).  Returns the
+    last signal sent (SIGTERM or SIGKILL), or None if the group was already
+    gone.  It does not reap: the caller waits for its own child.  Refuses
+    (ValueError) group 0, 1 and our own group.
+    """
+    _check_pgid(pgid)
+    if not _group_alive(pgid):
+        return None
+    _signal_group(pgid, signal.SIGTERM)
+    if _await_group(pgid, time.monotonic() + grace):
+        return signal.SIGTERM
+    _signal_group(pgid, signal.SIGKILL)
+    return signal.SIGKILL
+
+
+class _Input:
+    """The child's input, handed out in chunks: bytes, or a file read lazily."""
+
+    def __init__(self, source: StdinSource) -> None:
+        self._file: BinaryIO | None = None
+        self._pending = memoryview(b"")
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._pending = memoryview(source).cast("B")
+        elif source is not None:
+            self._file = source
+
+    def pending(self) -> memoryview:
+        """The next bytes to write; empty at the end.  May raise OSError (reading)."""
+        if not self._pending and self._file is not None:
+            data = self._file.read(CHUNK)
+            if data is None:  # a non-blocking file with nothing ready: not EOF
+                raise OSError(errno.EAGAIN, "the input file would block")
+            if not data:
+                self._file = None
+            else:
+                self._pending = memoryview(data)
+        return self._pending[:CHUNK]
+
+    def consume(self, count: int) -> None:
+        self._pending = self._pending[count:]
+
+
+def run_child(
+    argv: list[str],
+    stdin: StdinSource = None,
+    *,
+    stall_timeout: float | None = None,
+    grace: float = 5.0,
+    capture_stdout: bool = False,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stderr_limit: int = 1 << 20,
+    should_abort: Callable[[], bool] | None = None,
+) -> ChildResult:
+    """Run `argv`, feed it `stdin`, collect its stderr; never deadlocks, never raises for it.
+
+    stdin: bytes, a readable binary file object (read in CHUNK pieces from
+    its current position: pass a spool file positioned at the message), or
+    None for /dev/null.  stdout goes to /dev/null unless `capture_stdout`.
+    stall_timeout: seconds without a byte read from or written to the child
+    before it is killed (None: never).  should_abort: polled at least every
+    POLL_INTERVAL seconds; True kills the child the same way.
+    """
+    argv = [os.fspath(a) for a in argv]
+    if not argv:
+        raise ValueError("run_child: empty argv")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            bufsize=0,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        where = f" (in {cwd})" if cwd is not None and exc.filename == cwd else ""
+        return ChildResult(
+            argv=argv, returncode=None, signal=None, stderr=b"", stderr_total=0,
+            stdout=None, stdin_complete=False, stall_timeout=stall_timeout,
+            error=f"could not run {argv[0]}: {exc.strerror or exc}{where}",
+            start_errno=exc.errno,
+        )
+    return _Pump(proc, argv, _Input(stdin), stdin is None, stall_timeout, grace,
+                 stderr_limit, should_abort).run()
+
+
+class _Pump:
+    """The event loop of one run_child call."""
+
+    def __init__(self, proc: subprocess.Popen, argv: list[str], source: _Input,
+                 no_stdin: bool, stall_timeout: float | None, grace: float,
+                 stderr_limit: int, should_abort: Callable[[], bool] | None) -> None:
+        self.proc = proc
+        self.argv = argv
+        self.source = source
+        self.stall_timeout = stall_timeout
+        self.grace = grace
+        self.stderr_limit = stderr_limit
+        self.should_abort = should_abort
+        self.stdin_complete = no_stdin
+        self.stderr = bytearray()
+        self.stderr_total = 0
+        self.stdout: bytearray | None = bytearray() if proc.stdout is not None else None
+        self.stalled = False
+        self.aborted = False
+        self.error: str | None = None
+        self.kill_deadline: float | None = None  # set once SIGTERM was sent
+        self.killed_hard = False
+        self.sel = selectors.DefaultSelector()
+
+    # -- the loop ---------------------------------------------------------
+
+    def run(self) -> ChildResult:
+        proc = self.proc
+        try:
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    os.set_blocking(pipe.fileno(), False)
+            if proc.stdin is not None:
+                self.sel.register(proc.stdin, selectors.EVENT_WRITE)
+            if proc.stdout is not None:
+                self.sel.register(proc.stdout, selectors.EVENT_READ)
+            self.sel.register(proc.stderr, selectors.EVENT_READ)
+            self._loop()
+            self._close_pipes(keep_stdin=True)
+            if self.kill_deadline is not None and not self.killed_hard:
+                # The main child is dead; make sure the rest of its group is
+                # too before its stdin is closed (EOF) below.
+                if not _await_group(proc.pid, self.kill_deadline):
+                    _signal_group(proc.pid, signal.SIGKILL)
+        except BaseException:
+            if proc.poll() is None or self.kill_deadline is not None:
+                kill_group(proc.pid, self.grace)
+            raise
+        finally:
+            self._close_pipes()
+            self.sel.close()
+            proc.wait()  # the main child was killed or has exited: never a zombie
+        code = proc.returncode
+        return ChildResult(
+            argv=self.argv,
+            returncode=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            stderr=bytes(self.stderr),
+            stderr_total=self.stderr_total,
+            stdout=None if self.stdout is None else bytes(self.stdout),
+            stdin_complete=self.stdin_complete,
+            stalled=self.stalled,
+            aborted=self.aborted,
+            error=self.error,
+            stall_timeout=self.stall_timeout,
+        )
+
+    def _loop(self) -> None:
+        proc = self.proc
+        now = time.monotonic()
+        last_progress = now
+        next_abort_check = now
+        exited_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None:
+                if not self.sel.get_map() or now >= exited_at + DRAIN_AFTER_EXIT:
+                    return
+            elif self.kill_deadline is not None:
+                if not self.killed_hard and now >= self.kill_deadline:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    self.killed_hard = True
+            else:
+                if self.should_abort is not None and now >= next_abort_check:
+                    next_abort_check = now + POLL_INTERVAL / 2
+                    if self.should_abort():
+                        self.aborted = True
+                        self._start_kill(now)
+                        continue
+                if self.stall_timeout is not None and now - last_progress >= self.stall_timeout:
+                    self.stalled = True
+                    self._start_kill(now)
+                    continue
+
+            timeout = POLL_INTERVAL
+            if exited_at is not None:
+                timeout = min(timeout, exited_at + DRAIN_AFTER_EXIT - now)
+            elif self.kill_deadline is not None:
+                if not self.killed_hard:
+                    timeout = min(timeout, self.kill_deadline - now)
+            elif self.stall_timeout is not None:
+                timeout = min(timeout, last_progress + self.stall_timeout - now)
+            timeout = max(timeout, 0.0)
+
+            if not self.sel.get_map():
+                if exited_at is None:
+                    try:
+                        proc.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        pass
+                continue
+            for key, _events in self.sel.select(timeout):
+                if key.fileobj is proc.stdin:
+                    moved = self._write_stdin()
+                else:
+                    moved = self._read(key.fileobj)
+                if moved:
+                    last_progress = time.monotonic()
+
+    # -- one step each ----------------------------------------------------
+
+    def _write_stdin(self) -> bool:
+        """Write one chunk; True on progress.  Closes stdin at the end or on EPIPE."""
+        stdin = self.proc.stdin
+        try:
+            chunk = self.source.pending()
+        except OSError as exc:
+            self.error = f"could not read the input: {exc.strerror or exc}"
+            self._start_kill(time.monotonic())  # stdin stays open: no EOF for a partial input
+            return False
+        if not chunk:
+            self.sel.unregister(stdin)
+            stdin.close()
+            self.stdin_complete = True
+            return True
+        try:
+            written = os.write(stdin.fileno(), chunk)
+        except BlockingIOError:
+            return False
+        except (BrokenPipeError, ConnectionResetError):
+            self.sel.unregister(stdin)
+            stdin.close()  # the child closed its stdin or exited: stdin_complete stays False
+            return False
+        self.source.consume(written)
+        return written > 0
+
+    def _read(self, pipe) -> bool:
+        try:
+            data = os.read(pipe.fileno(), CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(pipe)
+            pipe.close()
+            return True
+        if pipe is self.proc.stderr:
+            room = self.stderr_limit - len(self.stderr)
+            if room > 0:
+                self.stderr += data[:room]
+            self.stderr_total += len(data)
+        elif self.stdout is not None:
+            self.stdout += data
+        return True
+
+    def _start_kill(self, now: float) -> None:
+        """SIGTERM the group; stop feeding stdin but keep it open until the child is dead."""
+        self.kill_deadline = now + self.grace
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.closed:
+            try:
+                self.sel.unregister(stdin)
+            except KeyError:
+                pass
+        _signal_group(self.proc.pid, signal.SIGTERM)
+
+    def _close_pipes(self, keep_stdin: bool = False) -> None:
+        pipes = [self.proc.stdout, self.proc.stderr]
+        if not keep_stdin:
+            pipes.append(self.proc.stdin)
+        for pipe in pipes:
+            if pipe is None or pipe.closed:
+                continue
+            try:
+                self.sel.unregister(pipe)
+            except (KeyError, ValueError):
+                pass
+            try:
+                pipe.close()
+            except OSError:
+                pass
