@@ -1,0 +1,244 @@
+"""durable.py: the only way the tools write a file that must survive a crash.
+
+Every spool file, delivered message and state file is written here, and
+nowhere else: write a temporary file (O_EXCL, O_NOFOLLOW), write all of it,
+fsync it, move it into place, fsync the directory.  A crash (kill -9, power
+loss) at any moment leaves either the old state or the whole new file under
+its final name, never a partial one; a temporary file may be left behind.
+
+Contracts:
+- `write_durably` never replaces an existing file unless `overwrite=True`
+  (it moves with link(2), which fails on an existing name, symlinks
+  included); an existing destination is reported as FileExistsError,
+  unchanged, so the caller decides.
+- Every other failure removes the temporary file and raises IOFailure with
+  one line naming the operation and the path ("cannot write /x/y: No space
+  left on device").  An error raised by the source while it is read becomes
+  IOFailure too, except a RoammailError, which keeps its type and message.
+- If it fails after the file reached its final name (the directory fsync),
+  the file there is complete; only its durability is unknown.
+- It must stay cheap to import (extsmail, run for every mail, imports it):
+  the standard library's os and errno only (typing is for type checkers).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .errors import DataError, IOFailure, RoammailError
+
+# typing costs ~8 ms to import (it imports re): only type checkers read it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO, Iterable, Union
+
+    Source = Union[bytes, bytearray, memoryview, BinaryIO, Iterable[bytes]]
+
+# How much of a file-like source is read at once: big enough for few system
+# calls, small enough not to matter for memory.
+READ_CHUNK_BYTES = 256 * 1024
+
+# Attempts at a fresh temporary name before giving up; a collision needs a
+# leftover with the same 64 random bits, so a second attempt always suffices
+# in practice.
+TEMP_NAME_ATTEMPTS = 8
+
+# At most this many characters of the final name go into the temporary
+# name (to recognise it by eye) so that it stays under NAME_MAX (255 bytes).
+TEMP_NAME_HINT_CHARS = 40
+
+_OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+# fsync(2) on a directory fails with these where the file system cannot do
+# it (some FUSE and network file systems): nothing more can be done there.
+_FSYNC_DIR_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def _reason(exc: BaseException) -> str:
+    """The one-line reason of an exception, as strerror(3) says it."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+        if not isinstance(exc, OSError):
+            text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())
+
+
+def _failure(what: str, path: str, exc: BaseException) -> IOFailure:
+    return IOFailure(f"cannot {what} {path}: {_reason(exc)}")
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the directory `path`, making the names created or removed in it
+    durable.  Raises IOFailure ("cannot fsync directory PATH: ...")."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        raise _failure("open directory", path, exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _FSYNC_DIR_UNSUPPORTED:
+            raise _failure("fsync directory", path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _random_token() -> str:
+    return os.urandom(8).hex()
+
+
+def _temp_name(prefix: str, name: str) -> str:
+    return f"{prefix}{name[:TEMP_NAME_HINT_CHARS]}.{os.getpid()}.{_random_token()}"
+
+
+def _create_temp(directory: str, prefix: str, name: str, mode: int) -> tuple[str, int]:
+    """Create a fresh temporary file in `directory`; return (path, fd)."""
+    for _ in range(TEMP_NAME_ATTEMPTS):
+        path = os.path.join(directory, _temp_name(prefix, name))
+        try:
+            return path, os.open(path, _OPEN_FLAGS, mode)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _failure("create", path, exc) from exc
+    raise IOFailure(f"cannot create a temporary file in {directory}: "
+                    f"{TEMP_NAME_ATTEMPTS} names in a row exist already")
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of `data`, looping on short writes."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # write(2) returns 0 only for a 0-byte request
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view = view[written:]
+
+
+class _SourceError(Exception):
+    """The source failed while it was read: `__cause__` says how."""
+
+
+def _copy_source(fd: int, source: Source) -> None:
+    """Write every byte of `source` to `fd`.  An exception raised by the
+    source itself is wrapped in _SourceError; OSError from writing is not."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        _write_all(fd, source)
+        return
+    read = getattr(source, "read", None)
+    try:
+        if read is not None:
+            chunks: Iterable[bytes] = iter(lambda: read(READ_CHUNK_BYTES), b"")
+        else:
+            chunks = iter(source)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise _SourceError() from exc
+    while True:
+        try:
+            chunk = next(chunks)  # type: ignore[call-overload]
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise TypeError(f"the source gave {type(chunk).__name__}, not bytes")
+        except StopIteration:
+            return
+        except RoammailError:
+            raise
+        except Exception as exc:
+            raise _SourceError() from exc
+        _write_all(fd, chunk)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_durably(directory: str, name: str, source: Source, *,
+                  tmp_dir: str | None = None, tmp_prefix: str = ".tmp.",
+                  mode: int = 0o600, mtime: float | None = None,
+                  overwrite: bool = False) -> str:
+    """Write `source` durably to `directory`/`name`; return that path.
+
+    `source` is bytes, a binary file object (read to its end) or an iterable
+    of bytes chunks.  The data goes first to a temporary file named
+    `tmp_prefix`... in `tmp_dir` (which must be on the same file system as
+    `directory`, e.g. a maildir's tmp/) or else in `directory`; the file is
+    created with `mode` (less the umask, as open(2) does), written fully,
+    given `mtime` if set, fsynced, then linked into place (renamed if
+    `overwrite`); the directories are fsynced last.
+
+    Raises FileExistsError, unchanged, if the destination exists and not
+    `overwrite`; DataError for a `name` that is not a plain file name;
+    IOFailure (one line) for every other failure, after removing the
+    temporary file.  A RoammailError raised by the source passes through
+    unchanged, also after removing the temporary file.
+    """
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise DataError(f"not a plain file name: {name!r}")
+    if isinstance(source, str):
+        raise TypeError("write_durably writes bytes, not str")
+    if "/" in tmp_prefix or "\0" in tmp_prefix:
+        raise ValueError(f"tmp_prefix must not contain '/' or NUL: {tmp_prefix!r}")
+    final = os.path.join(directory, name)
+    temp_dir = directory if tmp_dir is None else tmp_dir
+    temp, fd = _create_temp(temp_dir, tmp_prefix, name, mode)
+    try:
+        try:
+            _copy_source(fd, source)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # close(2) can report a delayed write error (NFS)
+    except _SourceError as exc:
+        _remove_quietly(temp)
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise IOFailure(f"cannot write {final}: reading the data failed: "
+                        f"{_reason(cause)}") from cause
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise _failure("write", final, exc) from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+
+    try:
+        if overwrite:
+            os.rename(temp, final)
+        else:
+            os.link(temp, final)
+    except FileExistsError:
+        _remove_quietly(temp)
+        raise
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise _failure("rename" if overwrite else "link", f"{temp} to {final}", exc) from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    if not overwrite:
+        # The data is safe under its final name now; a temporary link that
+        # cannot be removed is only litter, not a reason to report failure.
+        _remove_quietly(temp)
+
+    fsync_dir(directory)
+    if os.path.abspath(temp_dir) != os.path.abspath(directory):
+        fsync_dir(temp_dir)
+    return final
+
+
+def write_file_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace the small file `path` with `data` atomically and durably.
+
+    For state files: readers see the old or the new content, never a mix,
+    and after a crash one of the two is there.  The temporary file lives
+    beside `path` (`.tmp.` prefix).  Raises IOFailure (one line).
+    """
+    directory, name = os.path.split(path)
+    write_durably(directory or ".", name, data, mode=mode, overwrite=True)

@@ -1,0 +1,347 @@
+"""Unit tests of durable.py: the durable-write primitive and its failures."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from roammail import durable
+from roammail.durable import fsync_dir, write_durably, write_file_atomically
+from roammail.errors import DataError, IOFailure
+
+LIB = str(Path(__file__).resolve().parents[2] / "lib")
+
+
+def entries(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+@pytest.fixture(autouse=True)
+def usual_umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+# ---------------------------------------------------------------- success
+
+@pytest.mark.parametrize("make_source", [
+    lambda data: data,
+    lambda data: bytearray(data),
+    lambda data: memoryview(data),
+    lambda data: io.BytesIO(data),
+    lambda data: [data[:3], b"", data[3:]],
+    lambda data: (data[i:i + 5] for i in range(0, len(data), 5)),
+], ids=["bytes", "bytearray", "memoryview", "file", "list", "generator"])
+def test_writes_every_kind_of_source(tmp_path: Path, make_source) -> None:
+    data = b"From: a@example.org\n\nhello\n" * 100
+    final = write_durably(str(tmp_path), "msg", make_source(data))
+    assert final == str(tmp_path / "msg")
+    assert (tmp_path / "msg").read_bytes() == data
+    assert entries(tmp_path) == ["msg"]
+
+
+def test_empty_source_gives_empty_file(tmp_path: Path) -> None:
+    write_durably(str(tmp_path), "empty", iter(()))
+    assert (tmp_path / "empty").read_bytes() == b""
+
+
+def test_reads_a_big_file_source_to_its_end(tmp_path: Path) -> None:
+    data = os.urandom(3 * durable.READ_CHUNK_BYTES + 17)
+    write_durably(str(tmp_path), "big", io.BytesIO(data))
+    assert (tmp_path / "big").read_bytes() == data
+
+
+def test_mode_and_mtime(tmp_path: Path) -> None:
+    write_durably(str(tmp_path), "m", b"x", mode=0o640, mtime=1_000_000_000.5)
+    info = os.stat(tmp_path / "m")
+    assert stat.S_IMODE(info.st_mode) == 0o640
+    assert info.st_mtime == pytest.approx(1_000_000_000.5)
+
+
+def test_default_mode_is_0600(tmp_path: Path) -> None:
+    write_durably(str(tmp_path), "m", b"x")
+    assert stat.S_IMODE(os.stat(tmp_path / "m").st_mode) == 0o600
+
+
+def spy_source(seen: list[tuple[list[str], list[str]]], dest: Path, tmp: Path) -> Iterator[bytes]:
+    """Yield two chunks, noting both directories' entries in between."""
+    yield b"first "
+    seen.append((entries(dest), entries(tmp)))
+    yield b"second"
+
+
+def test_temporary_file_in_directory_with_prefix(tmp_path: Path) -> None:
+    seen: list[tuple[list[str], list[str]]] = []
+    write_durably(str(tmp_path), "final", spy_source(seen, tmp_path, tmp_path),
+                  tmp_prefix="#partial#")
+    [(during, _)] = seen
+    assert len(during) == 1 and during[0].startswith("#partial#")
+    assert entries(tmp_path) == ["final"]
+
+
+def test_temporary_file_in_tmp_dir(tmp_path: Path) -> None:
+    dest, tmp = tmp_path / "new", tmp_path / "tmp"
+    dest.mkdir()
+    tmp.mkdir()
+    seen: list[tuple[list[str], list[str]]] = []
+    write_durably(str(dest), "final", spy_source(seen, dest, tmp), tmp_dir=str(tmp))
+    [(dest_during, tmp_during)] = seen
+    assert dest_during == []
+    assert len(tmp_during) == 1 and tmp_during[0].startswith(".tmp.")
+    assert entries(dest) == ["final"] and entries(tmp) == []
+    assert (dest / "final").read_bytes() == b"first second"
+
+
+def test_loops_on_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    calls = []
+
+    def short_write(fd: int, data) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:7]))
+
+    data = bytes(range(256)) * 4
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", short_write)
+        write_durably(str(tmp_path), "short", [data[:500], data[500:]])
+    assert (tmp_path / "short").read_bytes() == data
+    assert len(calls) >= len(data) // 7
+
+
+def test_temp_name_collision_never_follows_a_symlink(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    monkeypatch.setattr(durable, "_random_token", lambda: "aaaa")
+    trap = tmp_path / durable._temp_name(".tmp.", "msg")
+    os.symlink(victim, trap)
+    tokens = iter(["aaaa", "bbbb"])
+    monkeypatch.setattr(durable, "_random_token", lambda: next(tokens))
+    write_durably(str(tmp_path), "msg", b"new data")
+    assert victim.read_bytes() == b"precious"
+    assert (tmp_path / "msg").read_bytes() == b"new data"
+    assert os.path.islink(trap)
+
+
+# ------------------------------------------------------------ overwriting
+
+def test_never_replaces_an_existing_file(tmp_path: Path) -> None:
+    (tmp_path / "msg").write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        write_durably(str(tmp_path), "msg", b"new")
+    assert (tmp_path / "msg").read_bytes() == b"old"
+    assert entries(tmp_path) == ["msg"]
+
+
+def test_never_replaces_an_existing_file_from_tmp_dir(tmp_path: Path) -> None:
+    dest, tmp = tmp_path / "new", tmp_path / "tmp"
+    dest.mkdir()
+    tmp.mkdir()
+    (dest / "msg").write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        write_durably(str(dest), "msg", b"new", tmp_dir=str(tmp))
+    assert (dest / "msg").read_bytes() == b"old"
+    assert entries(dest) == ["msg"] and entries(tmp) == []
+
+
+def test_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"old")
+    os.symlink(target, tmp_path / "msg")
+    with pytest.raises(FileExistsError):
+        write_durably(str(tmp_path), "msg", b"new")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    with pytest.raises(FileExistsError):
+        write_durably(str(tmp_path), "dangling", b"new")
+    assert target.read_bytes() == b"old"
+    assert not (tmp_path / "nowhere").exists()
+    assert entries(tmp_path) == ["dangling", "msg", "target"]
+
+
+def test_overwrite_replaces(tmp_path: Path) -> None:
+    (tmp_path / "state").write_bytes(b"old")
+    write_durably(str(tmp_path), "state", b"new", overwrite=True)
+    assert (tmp_path / "state").read_bytes() == b"new"
+    assert entries(tmp_path) == ["state"]
+
+
+def test_write_file_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "state"
+    write_file_atomically(str(path), b"one")
+    assert path.read_bytes() == b"one"
+    write_file_atomically(str(path), b"two", mode=0o644)
+    assert path.read_bytes() == b"two"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    monkeypatch.chdir(tmp_path)
+    write_file_atomically("relative", b"three")
+    assert (tmp_path / "relative").read_bytes() == b"three"
+    assert entries(tmp_path) == ["relative", "state"]
+
+
+# --------------------------------------------------------------- failures
+
+def failing_source() -> Iterator[bytes]:
+    yield b"x" * 100_000
+    raise RuntimeError("connection lost\nin the middle")
+
+
+def test_failing_source_removes_temporary_file(tmp_path: Path) -> None:
+    with pytest.raises(IOFailure) as caught:
+        write_durably(str(tmp_path), "msg", failing_source())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot write {tmp_path / 'msg'}: ")
+    assert "connection lost" in message
+    assert entries(tmp_path) == []
+
+
+def test_failing_source_removes_temporary_file_in_tmp_dir(tmp_path: Path) -> None:
+    dest, tmp = tmp_path / "new", tmp_path / "tmp"
+    dest.mkdir()
+    tmp.mkdir()
+    with pytest.raises(IOFailure):
+        write_durably(str(dest), "msg", failing_source(), tmp_dir=str(tmp))
+    assert entries(dest) == [] and entries(tmp) == []
+
+
+def test_failing_file_source(tmp_path: Path) -> None:
+    class Broken(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            raise OSError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+
+    with pytest.raises(IOFailure, match="reading the data failed"):
+        write_durably(str(tmp_path), "msg", Broken())
+    assert entries(tmp_path) == []
+
+
+def test_source_giving_str_fails_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(IOFailure, match="not bytes"):
+        write_durably(str(tmp_path), "msg", [b"ok", "not bytes"])  # type: ignore[list-item]
+    assert entries(tmp_path) == []
+    with pytest.raises(TypeError):
+        write_durably(str(tmp_path), "msg", "text")  # type: ignore[arg-type]
+
+
+def test_roammail_error_from_source_keeps_its_type(tmp_path: Path) -> None:
+    def source() -> Iterator[bytes]:
+        yield b"partial"
+        raise DataError("bad spool file")
+
+    with pytest.raises(DataError, match="bad spool file"):
+        write_durably(str(tmp_path), "msg", source())
+    assert entries(tmp_path) == []
+
+
+def test_interrupt_removes_temporary_file(tmp_path: Path) -> None:
+    def source() -> Iterator[bytes]:
+        yield b"partial"
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_durably(str(tmp_path), "msg", source())
+    assert entries(tmp_path) == []
+
+
+def test_fsync_failure_is_io_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(IOFailure) as caught:
+        write_durably(str(tmp_path), "msg", b"data")
+    assert str(caught.value) == f"cannot write {tmp_path / 'msg'}: Input/output error"
+    assert entries(tmp_path) == []
+
+
+def test_missing_directories(tmp_path: Path) -> None:
+    with pytest.raises(IOFailure, match=r"^cannot create .*/nowhere/\.tmp\..*: No such file"):
+        write_durably(str(tmp_path / "nowhere"), "msg", b"data")
+    (tmp_path / "tmp").mkdir()
+    with pytest.raises(IOFailure, match=r"^cannot link .* to .*/nowhere/msg: No such file"):
+        write_durably(str(tmp_path / "nowhere"), "msg", b"data", tmp_dir=str(tmp_path / "tmp"))
+    assert entries(tmp_path / "tmp") == []
+
+
+def test_overwrite_of_a_directory_fails(tmp_path: Path) -> None:
+    (tmp_path / "msg").mkdir()
+    with pytest.raises(IOFailure, match="^cannot rename "):
+        write_durably(str(tmp_path), "msg", b"data", overwrite=True)
+    assert entries(tmp_path) == ["msg"]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../escape", "nul\0"])
+def test_refuses_names_that_are_not_plain(tmp_path: Path, name: str) -> None:
+    with pytest.raises(DataError):
+        write_durably(str(tmp_path), name, b"data")
+    assert entries(tmp_path) == []
+
+
+def test_fsync_dir(tmp_path: Path) -> None:
+    fsync_dir(str(tmp_path))
+    with pytest.raises(IOFailure, match=r"^cannot open directory .*/missing: No such file"):
+        fsync_dir(str(tmp_path / "missing"))
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(IOFailure, match="Not a directory"):
+        fsync_dir(str(tmp_path / "file"))
+
+
+# ------------------------------------------------------------- a full disk
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a real full disk.  Needs root; skipped without it,
+    except in CI (CI=true), where the test must run."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    reason = None
+    if os.geteuid() != 0:
+        reason = "mounting a tmpfs needs root"
+    else:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
+                               str(where)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            reason = f"cannot mount a tmpfs: {proc.stdout.decode(errors='replace').strip()}"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: the full-disk test must run)")
+        pytest.skip(reason)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def test_full_disk_is_one_line_io_failure(tiny_filesystem: Path) -> None:
+    megabyte = [b"x" * 65536] * 16
+    with pytest.raises(IOFailure) as caught:
+        write_durably(str(tiny_filesystem), "big", megabyte)
+    assert str(caught.value) == (
+        f"cannot write {tiny_filesystem / 'big'}: {os.strerror(errno.ENOSPC)}")
+    assert entries(tiny_filesystem) == []
+    # The space is free again: a small file still fits.
+    write_durably(str(tiny_filesystem), "small", b"fits")
+    assert entries(tiny_filesystem) == ["small"]
+
+
+# ------------------------------------------------------------ start-up cost
+
+def test_import_stays_cheap() -> None:
+    """extsmail imports durable (and maildir) for every mail: no heavy
+    modules behind them."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); before = set(sys.modules);"
+            "import roammail.durable, roammail.maildir;"
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    out = subprocess.run([sys.executable, "-I", "-c", code, LIB], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.split()
+    heavy = {"socket", "random", "secrets", "tempfile", "shutil", "subprocess", "re",
+             "typing_extensions", "threading", "logging"}
+    assert not heavy & set(out), out
