@@ -1,0 +1,198 @@
+#!/bin/sh
+# install.sh: install roammail's tools, man pages and hooks.
+#
+#   ./install.sh [--prefix DIR]        install or upgrade in place
+#   ./install.sh [--prefix DIR] --uninstall
+#
+# PREFIX defaults to ~/.local; DESTDIR is honoured for packagers (files go
+# below $DESTDIR$PREFIX, launchers point at $PREFIX).  PYTHON names the
+# interpreter (default python3).  The dependencies live in a private
+# virtualenv, $PREFIX/lib/roammail/venv; each tool is a small launcher in
+# $PREFIX/bin that runs that virtualenv's interpreter with -I -S (no user
+# site, no site scan: extsmail runs for every mail and must start fast).
+#
+# The lists below say once what is installed; the manifest written at the
+# end records it, and --uninstall walks the manifest.
+set -eu
+
+TOOLS="extsmail extsmaild watch-maildirs inputkill socketwatch mswatch syncmail smtpdcheck"
+# Extra names under which a tool is installed: ALIAS=TOOL.
+ALIASES="watch_maildirs=watch-maildirs"
+HOOKS="mail-on-failure persistent-ssh"
+
+prog=install.sh
+die() { echo "$prog: $*" >&2; exit 1; }
+
+usage() {
+    cat <<'EOF'
+Usage:
+  ./install.sh [--prefix DIR]              install or upgrade roammail
+  ./install.sh [--prefix DIR] --uninstall  remove what was installed
+  ./install.sh -h | --help
+
+Options:
+  --prefix DIR   Where to install [default: ~/.local]; also $PREFIX.
+  --uninstall    Remove exactly the files a previous install recorded.
+
+Environment: DESTDIR (staging root for packagers), PYTHON (default python3).
+EOF
+}
+
+prefix=${PREFIX:-}
+uninstall=no
+while [ $# -gt 0 ]; do
+    case $1 in
+        --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift 2 ;;
+        --prefix=*) prefix=${1#--prefix=}; shift ;;
+        --uninstall) uninstall=yes; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument '$1'; see --help" ;;
+    esac
+done
+[ -n "$prefix" ] || prefix=${HOME:?HOME is not set}/.local
+case $prefix in
+    /*) ;;
+    *) prefix=$(pwd)/$prefix ;;
+esac
+prefix=${prefix%/}
+destdir=${DESTDIR:-}
+root=$destdir$prefix
+datadir=$root/share/roammail
+manifest=$datadir/manifest
+venv_rel=lib/roammail/venv
+
+if [ "$uninstall" = yes ]; then
+    [ -f "$manifest" ] || die "nothing to uninstall: $manifest does not exist"
+    # Files first, then the directories we made, deepest first.
+    while IFS= read -r path; do
+        case $path in
+            */) ;;
+            *) rm -f "$root/$path" ;;
+        esac
+    done < "$manifest"
+    rm -rf "${root:?}/$venv_rel"
+    made=$(sort -r "$manifest.dirs" 2>/dev/null || true)
+    rm -f "$manifest" "$manifest.dirs"
+    rmdir "$datadir" "$root/lib/roammail" 2>/dev/null || true
+    printf '%s\n' "$made" | while IFS= read -r dir; do
+        [ -n "$dir" ] && rmdir "$root/$dir" 2>/dev/null || true
+    done
+    echo "$prog: removed roammail from $root"
+    exit 0
+fi
+
+src=$(cd "$(dirname "$0")" && pwd)
+python=${PYTHON:-python3}
+command -v "$python" >/dev/null 2>&1 ||
+    die "$python not found: install Python 3.9 or newer (Debian: apt-get install python3)"
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
+    die "$python is older than 3.9"
+"$python" -c 'import venv, ensurepip' >/dev/null 2>&1 ||
+    die "the venv module of $python is missing (Debian: apt-get install python3-venv)"
+
+installed=""
+dirs=""
+record() { installed="$installed$1
+"; }
+mkdirs() { # make and record each directory (and parent) this install creates
+    for d in "$@"; do
+        part=""
+        old_ifs=$IFS; IFS=/
+        for component in $d; do
+            part=${part:+$part/}$component
+            if [ ! -d "$root/$part" ]; then
+                mkdir -p "$root/$part"
+                dirs="$dirs$part
+"
+            fi
+        done
+        IFS=$old_ifs
+    done
+}
+
+# The private virtualenv: created once, upgraded in place on every run.
+mkdirs lib lib/roammail
+venv=$root/$venv_rel
+if [ ! -x "$venv/bin/python3" ]; then
+    "$python" -m venv "$venv" || die "cannot create the virtualenv $venv"
+fi
+"$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+    --upgrade --upgrade-strategy only-if-needed "$src" ||
+    die "pip could not install roammail and its dependencies into $venv"
+# A re-run with an unchanged version number must still replace the code.
+"$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+    --force-reinstall --no-deps "$src" ||
+    die "pip could not reinstall roammail into $venv"
+pyver=$("$venv/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+site=$prefix/$venv_rel/lib/python$pyver/site-packages
+
+mkdirs bin share share/roammail share/roammail/hooks
+
+# One launcher per tool: no logic, just the interpreter, the path, main().
+write_launcher() { # NAME TOOL
+    module=$(echo "$2" | tr - _)
+    tmp=$root/bin/.$1.tmp.$$
+    cat > "$tmp" <<EOF
+#!$prefix/$venv_rel/bin/python3 -IS
+import sys; sys.path[:0] = ["$site"]
+from roammail.$module import main; sys.exit(main())
+EOF
+    chmod 755 "$tmp"
+    mv -f "$tmp" "$root/bin/$1"
+    record "bin/$1"
+}
+for tool in $TOOLS; do
+    [ -f "$src/bin/$tool" ] || die "bin/$tool is missing from the source tree"
+    write_launcher "$tool" "$tool"
+done
+for alias in $ALIASES; do
+    write_launcher "${alias%%=*}" "${alias#*=}"
+done
+
+for page in "$src"/man/*.[1-8]; do
+    [ -f "$page" ] || continue
+    name=$(basename "$page")
+    section=${name##*.}
+    mkdirs "share/man/man$section"
+    install -m 644 "$page" "$root/share/man/man$section/$name"
+    record "share/man/man$section/$name"
+done
+
+for hook in $HOOKS; do
+    [ -f "$src/hooks/$hook" ] || die "hooks/$hook is missing from the source tree"
+    install -m 755 "$src/hooks/$hook" "$root/share/roammail/hooks/$hook"
+    record "share/roammail/hooks/$hook"
+done
+
+if [ -d "$src/systemd" ]; then
+    for unit in "$src"/systemd/*; do
+        [ -f "$unit" ] || continue
+        mkdirs lib/systemd/user
+        name=$(basename "$unit")
+        sed "s|@BINDIR@|$prefix/bin|g" "$unit" > "$root/lib/systemd/user/$name"
+        chmod 644 "$root/lib/systemd/user/$name"
+        record "lib/systemd/user/$name"
+    done
+fi
+
+# Keep what an earlier install recorded and this one did not write: a
+# later --uninstall must still remove it.
+if [ -f "$manifest" ]; then
+    old=$(cat "$manifest")
+    installed="$old
+$installed"
+fi
+printf '%s' "$installed" | sed '/^$/d' | sort -u > "$manifest.new"
+mv -f "$manifest.new" "$manifest"
+if [ -f "$manifest.dirs" ]; then
+    dirs="$(cat "$manifest.dirs")
+$dirs"
+fi
+printf '%s' "$dirs" | sed '/^$/d' | sort -u > "$manifest.dirs.new"
+mv -f "$manifest.dirs.new" "$manifest.dirs"
+
+echo "$prog: installed roammail into $root"
+case ":${PATH:-}:" in
+    *":$prefix/bin:"*) ;;
+    *) [ -n "$destdir" ] || echo "$prog: note: $prefix/bin is not on your PATH" ;;
+esac

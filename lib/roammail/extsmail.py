@@ -1,0 +1,58 @@
+"""extsmail: a sendmail lookalike that spools every message durably.
+
+Usage:
+  extsmail [SENDMAIL-ARGUMENTS...] < message
+  extsmail --help
+
+Every argument is stored verbatim with the message read from standard
+input, and later appended to the command line of the external that
+extsmaild(1) delivers it through.  The message is in the spool only when
+it is complete and on disk; extsmail exits 0 only then.  An empty message
+is not spooled (exit 0).  The configuration is ~/.extsmail/conf, else
+$XDG_CONFIG_HOME/roammail/extsmail.conf, else /etc/extsmail/conf.
+"""
+
+# This module runs for every mail sent: it must not import docopt, plumbum
+# or anything else heavy.  It parses no options (a lone --help excepted):
+# every argument belongs to the sendmail command line.
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import BinaryIO
+
+from . import config, locations, spool
+from .cli import guarded
+from .errors import ConfigError
+
+TOOL = "extsmail"
+
+
+def load_conf() -> config.ExtsmailConf:
+    """The first conf file that exists, parsed; ConfigError when none does."""
+    paths = locations.extsmail_conf_candidates()
+    path = locations.first_existing(paths)
+    if path is None:
+        raise ConfigError(paths[0], 0, "no configuration file (also looked for "
+                          + ", ".join(paths[1:]) + ")")
+    return config.parse_extsmail_conf(config.read_config_file(path), path)
+
+
+def run(args: list[bytes], message: BinaryIO) -> int:
+    conf = load_conf()
+    spool.enqueue(locations.expand_home(conf.spool_dir), args, message)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words == ["--help"]:
+        sys.stdout.write(__doc__.split("\n", 2)[2])
+        return 0
+    args = [os.fsencode(word) for word in words]
+    return guarded(TOOL, lambda: run(args, sys.stdin.buffer))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

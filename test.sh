@@ -1,0 +1,79 @@
+#!/bin/sh
+# test.sh: install what the tests need, then run the whole suite.
+#
+#   ./test.sh [PYTEST-ARGS...]
+#
+# 1. As root, installs the Debian packages the suite talks to (sshd, mbsync,
+#    mail and a local MTA, the C extsmail, mandoc, bats...) when missing.
+# 2. Creates or refreshes the test virtualenv .venv-test (pytest,
+#    pytest-shell, hypothesis, aiosmtpd, ruff, and roammail itself).
+# 3. Installs roammail with ./install.sh into .test-prefix, so black-box
+#    tests run the launchers a user would run (ROAMMAIL_PREFIX).
+# 4. Runs ruff, mandoc -Tlint on every man page, and pytest.
+#
+# With CI=true nothing may be missing: a component that cannot be installed
+# fails the run instead of skipping the tests that need it.
+set -eu
+
+cd "$(dirname "$0")"
+top=$(pwd)
+prog=test.sh
+say() { echo "$prog: $*"; }
+die() { echo "$prog: $*" >&2; exit 1; }
+
+DEBS="openssh-server openssh-client isync bsd-mailx dma mandoc bats extsmail
+msmtp swaks neomutt git-email python3-venv iproute2 procps man-db
+libnss-wrapper"
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    missing=""
+    for pkg in $DEBS; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' ||
+            missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        say "installing Debian packages:$missing"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null || die "apt-get update failed"
+        # shellcheck disable=SC2086
+        apt-get install -y -q --no-install-recommends $missing >/dev/null ||
+            die "apt-get could not install:$missing"
+    fi
+elif [ "${CI:-}" = true ]; then
+    die "CI=true needs root to install the Debian packages the suite uses"
+else
+    say "not root: using the Debian packages already installed; tests whose peers are missing are skipped"
+fi
+
+python=${PYTHON:-python3}
+venv=$top/.venv-test
+if [ ! -x "$venv/bin/python3" ]; then
+    say "creating $venv"
+    "$python" -m venv "$venv" || die "cannot create $venv (Debian: apt-get install python3-venv)"
+fi
+"$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+    --upgrade -e "$top[test]" 2>&1 | grep -v 'is ignored: it is neither' >&2 || true
+"$venv/bin/python3" -c 'import pytest, pytest_shell, hypothesis, aiosmtpd, docopt, plumbum, daemon, inotify_simple' ||
+    die "the test virtualenv is incomplete: pip could not install the test dependencies"
+
+prefix=$top/.test-prefix
+./install.sh --prefix "$prefix" 2>&1 | grep -v 'is ignored: it is neither\|is not on your PATH' >&2 || true
+[ -x "$prefix/bin/extsmail" ] || die "./install.sh failed"
+ROAMMAIL_PREFIX=$prefix
+export ROAMMAIL_PREFIX
+
+say "ruff"
+"$venv/bin/ruff" check -q lib bin tests bench || die "ruff found problems"
+
+if command -v mandoc >/dev/null 2>&1; then
+    say "mandoc -Tlint"
+    for page in man/*.[1-8]; do
+        [ -f "$page" ] || continue
+        mandoc -Tlint -Wwarning "$page" || die "mandoc -Tlint: $page has warnings"
+    done
+elif [ "${CI:-}" = true ]; then
+    die "mandoc is missing"
+fi
+
+say "pytest"
+exec "$venv/bin/python3" -m pytest "$@"
