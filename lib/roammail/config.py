@@ -1,11 +1,18 @@
-"""config.py: the extsmail-style config files: tokenizer and parsers.
+"""config.py: the extsmail-style config files: tokenizer and conf parser.
 
 Owns the lexical rules shared by extsmail's `conf` and `externals` files
-(see extsmail.conf(5), extsmail.externals(5)) and the two grammars built on
-them.  Every error is ConfigError(path, line, message), with line 0 meaning
-the whole file.  This module only turns bytes into values: it never expands
-`~`, never compiles a header regex, never runs a command and never opens a
-file except in read_config_file.
+(see extsmail.conf(5), extsmail.externals(5)), the TokenStream both
+grammars are parsed with, and the grammar of the conf file.  The grammar of
+the externals file lives in externals.py, built on this module.  Every error
+is ConfigError(path, line, message), with line 0 meaning the whole file.
+This module only turns bytes into values: it never expands `~`, never
+compiles a header regex, never runs a command and never opens a file except
+in read_config_file.
+
+It must stay cheap to import: extsmail, run for every mail sent, imports it.
+So it imports none of re, typing, dataclasses, shlex or inspect: the
+scanner looks at characters by hand and the value classes are plain
+classes with __slots__.
 
 Lexical rules: `#` starts a comment to the end of the line; identifiers are
 `[_a-zA-Z][_a-zA-Z0-9]*`; strings are in double quotes, may span lines and
@@ -17,52 +24,91 @@ so `"a\\.b"` is `a.b`); TIME is `[0-9]+[dhms]` and its value is in seconds;
 
 from __future__ import annotations
 
-import re
-import shlex
-from dataclasses import dataclass
-from typing import Optional, Union
-
 from roammail.errors import ConfigError
 from roammail.times import parse_time
 
 __all__ = [
     "ConfigError",
-    "External",
     "ExtsmailConf",
-    "Group",
-    "HeaderRule",
     "Token",
     "TokenStream",
-    "parse_externals",
+    "describe",
     "parse_extsmail_conf",
     "read_config_file",
+    "shorten",
     "tokenize",
 ]
+
+
+# --- immutable values -------------------------------------------------------
+
+
+class _Frozen:
+    """Base of small immutable value classes (a frozen dataclass, cheaply).
+
+    A subclass lists its fields in __slots__ and sets them in __init__ with
+    _set.  Instances compare equal when of the same class with equal fields,
+    hash by their fields, and raise AttributeError on any assignment.
+    """
+
+    __slots__ = ()
+
+    def _set(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple:
+        return (self.__class__, self._fields())
 
 
 # --- tokens -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(_Frozen):
     """One token. kind is ID, STRING, TIME, LBRACE, RBRACE, EQUALS or EOF.
 
     value: the identifier, the unescaped string, the TIME in seconds (int),
     the punctuation character, or "" for EOF.  line: where the token starts.
     """
 
+    __slots__ = ("kind", "value", "line")
     kind: str
-    value: Union[str, int]
+    value: str | int
     line: int
+
+    def __init__(self, kind: str, value: str | int, line: int) -> None:
+        self._set("kind", kind)
+        self._set("value", value)
+        self._set("line", line)
 
 
 _PUNCTUATION = {"{": "LBRACE", "}": "RBRACE", "=": "EQUALS"}
 _BLANKS = " \t\r\f\v"
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
-_ID = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
-# A TIME and whatever letters stick to it, so "5mx" is one bad TIME rather
-# than a TIME followed by an identifier.
-_NUMBER_WORD = re.compile(r"[0-9][_a-zA-Z0-9]*")
+# ASCII only: `[_a-zA-Z]` starts an identifier, `[_a-zA-Z0-9]` continues it.
+_DIGITS = frozenset("0123456789")
+_ID_START = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_WORD = _ID_START | _DIGITS
 
 
 def read_config_file(path: str) -> bytes:
@@ -74,7 +120,7 @@ def read_config_file(path: str) -> bytes:
         raise ConfigError(str(path), 0, f"cannot read: {e.strerror or e}") from e
 
 
-def tokenize(data: Union[bytes, str], path: str) -> list[Token]:
+def tokenize(data: bytes | str, path: str) -> list[Token]:
     """Return the tokens of data, the last one EOF; ConfigError on a lexical error."""
     text = _decode(data, path)
     tokens: list[Token] = []
@@ -98,16 +144,20 @@ def tokenize(data: Union[bytes, str], path: str) -> list[Token]:
             value, i, end_line = _scan_string(text, i, line, path)
             tokens.append(Token("STRING", value, line))
             line = end_line
-        elif m := _ID.match(text, i):
-            tokens.append(Token("ID", m.group(), line))
-            i = m.end()
-        elif m := _NUMBER_WORD.match(text, i):
+        elif c in _ID_START:
+            end = _word_end(text, i + 1)
+            tokens.append(Token("ID", text[i:end], line))
+            i = end
+        elif c in _DIGITS:
+            # A TIME and whatever letters stick to it, so "5mx" is one bad
+            # TIME rather than a TIME followed by an identifier.
+            end = _word_end(text, i + 1)
             try:
-                seconds = parse_time(m.group())
+                seconds = parse_time(text[i:end])
             except ValueError as e:
                 raise ConfigError(path, line, str(e)) from None
             tokens.append(Token("TIME", seconds, line))
-            i = m.end()
+            i = end
         else:
             shown = f"'{c}'" if c.isprintable() else repr(c)
             raise ConfigError(path, line, f"unexpected character {shown}")
@@ -116,7 +166,15 @@ def tokenize(data: Union[bytes, str], path: str) -> list[Token]:
     return tokens
 
 
-def _decode(data: Union[bytes, str], path: str) -> str:
+def _word_end(text: str, i: int) -> int:
+    """Return the index of the first character at or after i not in `[_a-zA-Z0-9]`."""
+    n = len(text)
+    while i < n and text[i] in _WORD:
+        i += 1
+    return i
+
+
+def _decode(data: bytes | str, path: str) -> str:
     """Return data as text with CRLF made LF; ConfigError on NUL or bad UTF-8."""
     if isinstance(data, bytes):
         nul = data.find(b"\0")
@@ -166,7 +224,7 @@ def _scan_string(text: str, start: int, line: int, path: str) -> tuple[str, int,
 def describe(token: Token) -> str:
     """Return how an error message names token, e.g. "'}'" or "end of file"."""
     if token.kind == "ID":
-        return f"'{_shorten(str(token.value))}'"
+        return f"'{shorten(str(token.value))}'"
     if token.kind == "STRING":
         return "a string"
     if token.kind == "TIME":
@@ -176,7 +234,8 @@ def describe(token: Token) -> str:
     return f"'{token.value}'"
 
 
-def _shorten(text: str, limit: int = 40) -> str:
+def shorten(text: str, limit: int = 40) -> str:
+    """Return text, cut to limit characters and "..." when longer (for messages)."""
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -225,41 +284,51 @@ class TokenStream:
         """Return (not raise) a ConfigError at token's line."""
         return ConfigError(self.path, token.line, message)
 
+    def assignment(self, what: str) -> tuple[Token, Token]:
+        """Parse `ID = (STRING | TIME)`; return the key and the value tokens.
 
-def _assignment(ts: TokenStream, what: str) -> tuple[Token, Token]:
-    """Parse `ID = (STRING | TIME)`; return the key and the value tokens.
+        what names the expected key in the error when there is no identifier.
+        """
+        key = self.expect("ID", what)
+        self.expect("EQUALS", f"'=' after '{shorten(str(key.value))}'")
+        value = self.next()
+        if value.kind not in ("STRING", "TIME"):
+            raise self.error(
+                value, f"expected a string or a time after '=', found {describe(value)}"
+            )
+        return key, value
 
-    what names the expected key in the error when there is no identifier.
-    """
-    key = ts.expect("ID", what)
-    ts.expect("EQUALS", f"'=' after '{_shorten(str(key.value))}'")
-    value = ts.next()
-    if value.kind not in ("STRING", "TIME"):
-        raise ts.error(value, f"expected a string or a time after '=', found {describe(value)}")
-    return key, value
-
-
-def _check_type(ts: TokenStream, key: Token, value: Token, kind: str) -> None:
-    if value.kind != kind:
-        wanted = "a string" if kind == "STRING" else "a time such as 30m"
-        raise ts.error(key, f"'{key.value}' needs {wanted}, not {describe(value)}")
+    def check_type(self, key: Token, value: Token, kind: str) -> None:
+        """Raise ConfigError at key unless value is of kind (STRING or TIME)."""
+        if value.kind != kind:
+            wanted = "a string" if kind == "STRING" else "a time such as 30m"
+            raise self.error(key, f"'{key.value}' needs {wanted}, not {describe(value)}")
 
 
 # --- conf -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ExtsmailConf:
+class ExtsmailConf(_Frozen):
     """The extsmail conf file (extsmail.conf(5)).
 
     spool_dir is as written: a leading `~` is the caller's to expand.
     notify_failure_interval is in seconds, 0 meaning never.
     """
 
+    __slots__ = ("spool_dir", "notify_failure_interval", "notify_failure_cmd",
+                 "notify_success_cmd")
     spool_dir: str
-    notify_failure_interval: int = 0
-    notify_failure_cmd: Optional[str] = None
-    notify_success_cmd: Optional[str] = None
+    notify_failure_interval: int
+    notify_failure_cmd: str | None
+    notify_success_cmd: str | None
+
+    def __init__(self, spool_dir: str, notify_failure_interval: int = 0,
+                 notify_failure_cmd: str | None = None,
+                 notify_success_cmd: str | None = None) -> None:
+        self._set("spool_dir", spool_dir)
+        self._set("notify_failure_interval", notify_failure_interval)
+        self._set("notify_failure_cmd", notify_failure_cmd)
+        self._set("notify_success_cmd", notify_success_cmd)
 
 
 _CONF_TYPES = {
@@ -270,22 +339,22 @@ _CONF_TYPES = {
 }
 
 
-def parse_extsmail_conf(data: Union[bytes, str], path: str) -> ExtsmailConf:
+def parse_extsmail_conf(data: bytes | str, path: str) -> ExtsmailConf:
     """Parse a conf file: a sequence of `KEY = VALUE`; ConfigError on any fault.
 
     Unlike the C extsmail, a key given twice is an error (it kept the last).
     """
     ts = TokenStream(tokenize(data, path), path)
-    values: dict[str, Union[str, int]] = {}
+    values: dict[str, str | int] = {}
     lines: dict[str, int] = {}
     while not ts.at_eof():
-        key, value = _assignment(ts, "a key")
+        key, value = ts.assignment("a key")
         name = str(key.value)
         if name not in _CONF_TYPES:
-            raise ts.error(key, f"unknown key '{_shorten(name)}'")
+            raise ts.error(key, f"unknown key '{shorten(name)}'")
         if name in values:
             raise ts.error(key, f"'{name}' already set at line {lines[name]}")
-        _check_type(ts, key, value, _CONF_TYPES[name])
+        ts.check_type(key, value, _CONF_TYPES[name])
         if name == "spool_dir" and value.value == "":
             raise ts.error(key, "spool_dir is empty")
         values[name] = value.value
@@ -293,126 +362,3 @@ def parse_extsmail_conf(data: Union[bytes, str], path: str) -> ExtsmailConf:
     if "spool_dir" not in values:
         raise ConfigError(path, 0, "spool_dir not set")
     return ExtsmailConf(**values)  # type: ignore[arg-type]
-
-
-# --- externals --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeaderRule:
-    """`match header "RE"` or `reject header "RE"`; pattern is POSIX ERE text."""
-
-    kind: str  # "match" or "reject"
-    pattern: str
-    line: int
-
-
-@dataclass(frozen=True)
-class External:
-    """One `external NAME { ... }`: a command to send a message through.
-
-    sendmail_argv is sendmail split into words as a POSIX shell would,
-    without running a shell.  timeout is in seconds, None when not given.
-    """
-
-    name: str
-    sendmail: str
-    sendmail_argv: list[str]
-    timeout: Optional[int]
-    line: int
-
-
-@dataclass(frozen=True)
-class Group:
-    """One `group { ... }`: header rules, then externals tried in order."""
-
-    matches: list[HeaderRule]
-    externals: list[External]
-    line: int
-
-
-_EXTERNAL_TYPES = {"sendmail": "STRING", "timeout": "TIME"}
-
-
-def parse_externals(data: Union[bytes, str], path: str) -> list[Group]:
-    """Parse an externals file (extsmail.externals(5)); ConfigError on any fault.
-
-    Unlike the C extsmail, two externals of the same name are an error.
-    """
-    ts = TokenStream(tokenize(data, path), path)
-    groups: list[Group] = []
-    names: dict[str, int] = {}
-    while not ts.at_eof():
-        groups.append(_group(ts, names))
-    if not groups:
-        raise ConfigError(path, 0, "no group defined")
-    return groups
-
-
-def _group(ts: TokenStream, names: dict[str, int]) -> Group:
-    start = ts.expect_word("group")
-    ts.expect("LBRACE", "'{' after 'group'")
-    rules: list[HeaderRule] = []
-    while ts.peek().kind == "ID" and ts.peek().value in ("match", "reject"):
-        keyword = ts.next()
-        ts.expect_word("header")
-        pattern = ts.expect("STRING", "a header regex in double quotes")
-        rules.append(HeaderRule(str(keyword.value), str(pattern.value), keyword.line))
-    externals: list[External] = []
-    while ts.peek().kind == "ID" and ts.peek().value == "external":
-        externals.append(_external(ts, names))
-    token = ts.peek()
-    if token.kind != "RBRACE":
-        if token.kind == "ID" and token.value in ("match", "reject"):
-            raise ts.error(token, f"'{token.value}' must come before the group's externals")
-        wanted = "'external' or '}'" if externals else "'match', 'reject' or 'external'"
-        raise ts.error(token, f"expected {wanted}, found {describe(token)}")
-    if not externals:
-        raise ts.error(start, "group has no external")
-    ts.next()
-    return Group(rules, externals, start.line)
-
-
-def _external(ts: TokenStream, names: dict[str, int]) -> External:
-    start = ts.expect_word("external")
-    name_token = ts.expect("ID", "a name after 'external'")
-    name = str(name_token.value)
-    if name in names:
-        raise ts.error(name_token, f"external '{name}' already defined at line {names[name]}")
-    names[name] = name_token.line
-    ts.expect("LBRACE", f"'{{' after 'external {name}'")
-    seen: dict[str, int] = {}  # key -> line where it was set
-    sendmail: Optional[str] = None
-    argv: list[str] = []
-    timeout: Optional[int] = None
-    while ts.peek().kind != "RBRACE":
-        key, value = _assignment(ts, "a key or '}'")
-        key_name = str(key.value)
-        if key_name not in _EXTERNAL_TYPES:
-            raise ts.error(key, f"unknown key '{_shorten(key_name)}' in external '{name}'")
-        if key_name in seen:
-            raise ts.error(
-                key, f"'{key_name}' already set at line {seen[key_name]} in external '{name}'"
-            )
-        seen[key_name] = key.line
-        _check_type(ts, key, value, _EXTERNAL_TYPES[key_name])
-        if key_name == "sendmail":
-            sendmail = str(value.value)
-            argv = _split_command(ts, key, sendmail)
-        else:
-            timeout = int(value.value)
-    ts.next()
-    if sendmail is None:
-        raise ts.error(start, f"external '{name}' has no sendmail")
-    return External(name, sendmail, argv, timeout, start.line)
-
-
-def _split_command(ts: TokenStream, key: Token, command: str) -> list[str]:
-    """Split a sendmail command into words as a POSIX shell would."""
-    try:
-        argv = shlex.split(command, posix=True)
-    except ValueError as e:
-        raise ts.error(key, f"cannot split sendmail into words: {e}") from None
-    if not argv:
-        raise ts.error(key, "sendmail is empty")
-    return argv

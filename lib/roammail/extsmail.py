@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import BinaryIO
 
 from . import config, locations, spool
 from .cli import guarded
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 TOOL = "extsmail"
 

@@ -9,7 +9,8 @@ know a file and line turn it into ConfigError.
 
 from __future__ import annotations
 
-import re
+# No `re` here: config imports this module, and extsmail (run for every mail
+# sent) imports config; scanning a few characters by hand costs nothing.
 
 # Largest duration we accept: anything longer is a typo, not a timeout.
 MAX_SECONDS = 100 * 365 * 24 * 60 * 60  # 100 years, in seconds
@@ -19,8 +20,15 @@ _MAX_DIGITS = 12
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 60 * 60, "d": 24 * 60 * 60}
 
-_TIME = re.compile(r"([0-9]+)([dhms])")
-_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+def _is_digits(text: str) -> bool:
+    """True when text is one or more ASCII digits, `[0-9]+` (no other Unicode digits)."""
+    return text.isascii() and text.isdigit()
+
+
+def _is_time(text: str) -> bool:
+    """True when text is exactly `[0-9]+[dhms]`."""
+    return text[-1:] in UNIT_SECONDS and _is_digits(text[:-1])
 
 
 def parse_time(text: str) -> int:
@@ -29,12 +37,11 @@ def parse_time(text: str) -> int:
     Exactly `[0-9]+[dhms]`: no sign, no spaces, no fraction, no bare number.
     Raises ValueError on anything else or on more than 100 years.
     """
-    m = _TIME.fullmatch(text)
-    if m is None and re.fullmatch(r"[0-9]+", text):
-        raise ValueError(f"bad time {_shorten(text)!r}: a number needs a unit (d, h, m or s)")
-    if m is None:
+    if not _is_time(text):
+        if _is_digits(text):
+            raise ValueError(f"bad time {_shorten(text)!r}: a number needs a unit (d, h, m or s)")
         raise ValueError(f"bad time {_shorten(text)!r}: expected digits then d, h, m or s")
-    digits, unit = m.groups()
+    digits, unit = text[:-1], text[-1]
     if len(digits) > _MAX_DIGITS:
         raise ValueError(f"time {_shorten(text)!r} is more than 100 years")
     seconds = int(digits) * UNIT_SECONDS[unit]
@@ -49,13 +56,13 @@ def parse_seconds(text: str) -> float:
     Raises ValueError on anything else (signs, spaces, exponents, "inf",
     "nan") or on more than 100 years.
     """
-    if _TIME.fullmatch(text):
+    if _is_time(text):
         return float(parse_time(text))
-    if _NUMBER.fullmatch(text) is None:
+    int_part, dot, fraction = text.partition(".")
+    if not _is_digits(int_part) or (dot and not _is_digits(fraction)):
         raise ValueError(
             f"bad duration {_shorten(text)!r}: expected seconds (30, 2.5) or a time (30s, 5m)"
         )
-    int_part = text.split(".", 1)[0]
     if len(int_part) > _MAX_DIGITS or float(text) > MAX_SECONDS:
         raise ValueError(f"time {_shorten(text)!r} is more than 100 years")
     return float(text)

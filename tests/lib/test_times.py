@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -183,3 +185,35 @@ def test_render_duration_shape(seconds: int) -> None:
     assert total <= seconds < total + precision[units[0].rstrip("s")]
     if len(units) == 2:
         assert numbers[1] != 0
+
+
+# times.py scans characters by hand (no `re`: extsmail imports it for every
+# mail).  These check the hand scanning against the grammar as regexes.
+TIME_RE = re.compile(r"[0-9]+[dhms]")
+NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+near_misses = st.text(alphabet="0123456789dhmsx.+- \n\u0665\uff15\u00b2", max_size=8)
+
+
+@given(st.one_of(near_misses, st.text(max_size=8)))
+def test_parse_time_accepts_exactly_the_grammar(text: str) -> None:
+    try:
+        parse_time(text)
+    except ValueError as e:
+        matched = TIME_RE.fullmatch(text) is not None
+        assert matched == ("100 years" in str(e)), (text, str(e))
+        if not matched:
+            bare = re.fullmatch(r"[0-9]+", text) is not None
+            assert bare == ("needs a unit" in str(e)), (text, str(e))
+    else:
+        assert TIME_RE.fullmatch(text)
+
+
+@given(st.one_of(near_misses, st.text(max_size=8)))
+def test_parse_seconds_accepts_exactly_the_grammar(text: str) -> None:
+    try:
+        parse_seconds(text)
+    except ValueError as e:
+        matched = TIME_RE.fullmatch(text) or NUMBER_RE.fullmatch(text)
+        assert bool(matched) == ("100 years" in str(e)), (text, str(e))
+    else:
+        assert TIME_RE.fullmatch(text) or NUMBER_RE.fullmatch(text)

@@ -1,0 +1,78 @@
+"""extsmail runs for every mail sent: importing it must stay cheap.
+
+The guard is the list of modules it loads, not a timing: in a fresh
+interpreter (`-I -S`: no site, no user paths, as close to a bare `python3`
+as it gets) with sys.path set to lib/, `import roammail.extsmail` must not
+load any module known to be slow to import or to belong to the daemons.
+Timings are left to bench/; a module list is exact and does not flake.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parents[2] / "lib"
+
+# Each costs milliseconds (typing, dataclasses and inspect together about
+# 10 ms) or pulls in much more; none is needed to spool one message.
+FORBIDDEN = [
+    "re",
+    "typing",
+    "dataclasses",
+    "inspect",
+    "shlex",
+    "docopt",
+    "plumbum",
+    "subprocess",
+    "logging",
+]
+
+# The probe imports nothing but sys before the module under test (json, for
+# one, would bring re along and hide it), and reports all of sys.modules.
+PROBE = """
+import sys
+sys.path[:0] = [sys.argv[1]]
+import {module}
+sys.stdout.write("\\n".join(sorted(sys.modules)))
+"""
+
+
+def loaded_by(module: str) -> list[str]:
+    """Every module loaded in a fresh `python -I -S` after importing module."""
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", PROBE.format(module=module), str(LIB)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\n")
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "roammail.extsmail",
+        "roammail.config",
+        "roammail.times",
+        "roammail.spool",
+        "roammail.cli",
+        "roammail.locations",
+    ],
+)
+def test_extsmail_imports_nothing_heavy(module: str) -> None:
+    loaded = loaded_by(module)
+    assert module in loaded  # the probe really imported it from lib/
+    heavy = [name for name in FORBIDDEN if name in loaded]
+    assert heavy == [], f"importing {module} loads {heavy}"
+
+
+def test_probe_sees_a_heavy_import() -> None:
+    # The probe itself must not hide a forbidden module: externals.py uses
+    # dataclasses and shlex (only extsmaild imports it).
+    loaded = loaded_by("roammail.externals")
+    assert "dataclasses" in loaded and "shlex" in loaded
