@@ -1,0 +1,125 @@
+"""Fixtures for extsmail/extsmaild tests: a user's HOME with a conf file, a
+spool, an externals file, and recording sendmails that are real programs.
+
+`ext_home` gives an ExtHome: HOME=tmp/home with ~/.extsmail/conf pointing at
+~/.extsmail/spool (0700).  `write_externals(text)` writes the externals
+file; `recorder(name)` makes a real executable that stores its argv (one
+argument per line, NUL-separated in .argv0 for exactness) and its stdin
+under out/NAME/N.* and exits with a status chosen by a file, so a test can
+make it fail and later succeed.  `run(tool, *args, input=...)` runs the
+INSTALLED launcher with that HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+RECORDER = """#!/bin/sh
+# A sendmail that records what it is given: argv and stdin, then exits
+# with the status in its .status file (0 when there is none).
+dir="{out}"
+mkdir -p "$dir"
+n=$(ls "$dir" | grep -c '\\.msg$')
+n=$((n + 1))
+printf '%s\\0' "$@" > "$dir/$n.argv0"
+cat > "$dir/$n.msg.tmp"
+mv "$dir/$n.msg.tmp" "$dir/$n.msg"
+status=0
+[ -f "{status}" ] && status=$(cat "{status}")
+exit "$status"
+"""
+
+
+@dataclass
+class Recorder:
+    name: str
+    path: Path
+    out: Path
+    status_file: Path
+
+    def fail_with(self, status: int) -> None:
+        self.status_file.write_text(f"{status}\n")
+
+    def succeed(self) -> None:
+        if self.status_file.exists():
+            self.status_file.unlink()
+
+    def received(self) -> list[tuple[list[bytes], bytes]]:
+        """(argv, message bytes) of each call that read its whole input."""
+        calls = []
+        if not self.out.exists():
+            return calls
+        for msg in sorted(self.out.glob("*.msg"), key=lambda p: int(p.name.split(".")[0])):
+            n = msg.name.split(".")[0]
+            raw = (self.out / f"{n}.argv0").read_bytes()
+            argv = raw.split(b"\0")[:-1] if raw else []
+            calls.append((argv, msg.read_bytes()))
+        return calls
+
+
+@dataclass
+class ExtHome:
+    home: Path
+    spool: Path
+    conf: Path
+    externals: Path
+    installed: object
+    tmp: Path
+
+    @property
+    def msgs(self) -> Path:
+        return self.spool / "msgs"
+
+    def queued(self) -> list[Path]:
+        if not self.msgs.exists():
+            return []
+        return sorted(p for p in self.msgs.iterdir() if not p.name.startswith("."))
+
+    def write_conf(self, text: str) -> None:
+        self.conf.write_text(text)
+
+    def write_externals(self, text: str) -> None:
+        self.externals.write_text(text)
+
+    def recorder(self, name: str) -> Recorder:
+        out = self.tmp / "out" / name
+        path = self.tmp / "bin" / name
+        status = self.tmp / "status" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        status.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(RECORDER.format(out=out, status=status))
+        path.chmod(0o755)
+        return Recorder(name, path, out, status)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = self.installed.env(HOME=str(self.home))  # type: ignore[attr-defined]
+        env.pop("XDG_CONFIG_HOME", None)
+        env.update(extra)
+        return env
+
+    def run(self, tool: str, *args: str, input: bytes | None = b"",
+            timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([self.installed.tool(tool), *args], input=input,  # type: ignore
+                              capture_output=True, env=self.env(), timeout=timeout, **kw)
+
+
+@pytest.fixture
+def ext_home(tmp_path: Path, installed) -> ExtHome:
+    home = tmp_path / "home"
+    (home / ".extsmail").mkdir(parents=True)
+    spool = home / ".extsmail" / "spool"
+    spool.mkdir(mode=0o700)
+    os.chmod(spool, 0o700)
+    conf = home / ".extsmail" / "conf"
+    conf.write_text('spool_dir = "~/.extsmail/spool"\n')
+    return ExtHome(home, spool, conf, home / ".extsmail" / "externals", installed, tmp_path)
+
+
+def simple_message(subject: str = "hello", to: str = "someone@example.org",
+                   body: bytes = b"Hello.\n") -> bytes:
+    return (f"From: me@example.org\nTo: {to}\nSubject: {subject}\n\n").encode() + body
