@@ -167,11 +167,13 @@ done
 if [ -d "$src/systemd" ]; then
     for unit in "$src"/systemd/*; do
         [ -f "$unit" ] || continue
-        mkdirs lib/systemd/user
+        # share/systemd/user: in systemd's user unit path both for
+        # ~/.local ($XDG_DATA_HOME) and for /usr and /usr/local.
+        mkdirs share/systemd/user
         name=$(basename "$unit")
-        sed "s|@BINDIR@|$prefix/bin|g" "$unit" > "$root/lib/systemd/user/$name"
-        chmod 644 "$root/lib/systemd/user/$name"
-        record "lib/systemd/user/$name"
+        sed "s|@BINDIR@|$prefix/bin|g" "$unit" > "$root/share/systemd/user/$name"
+        chmod 644 "$root/share/systemd/user/$name"
+        record "share/systemd/user/$name"
     done
 fi
 

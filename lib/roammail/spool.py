@@ -65,17 +65,31 @@ def encode_header(args: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def check_spool_dir(spool_dir: str) -> None:
-    """Raise SpoolError unless spool_dir is a directory of ours with mode 0700."""
+def check_spool_dir(spool_dir: str, create: bool = False) -> None:
+    """Raise SpoolError unless spool_dir is a directory of ours with mode 0700.
+
+    With `create`, a missing spool_dir (not its parents) is made, 0700, as
+    the C extsmail does.
+    """
     try:
         st = os.stat(spool_dir)
+    except FileNotFoundError:
+        if not create:
+            raise SpoolError(f"spool directory {spool_dir} does not exist") from None
+        try:
+            os.mkdir(spool_dir, 0o700)
+            fsync_dir(os.path.dirname(os.path.abspath(spool_dir)))
+            st = os.stat(spool_dir)
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool directory {spool_dir}: "
+                             f"{exc.strerror}") from None
     except OSError as exc:
         raise SpoolError(f"spool directory {spool_dir}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise SpoolError(f"spool directory {spool_dir} is not a directory")
     if st.st_uid != os.geteuid():
         raise SpoolError(f"spool directory {spool_dir} is not owned by uid {os.geteuid()}")
-    if stat.S_IMODE(st.st_mode) & 0o077:
+    if stat.S_IMODE(st.st_mode) & 0o777 != 0o700:
         raise SpoolError(f"spool directory {spool_dir} must have mode 0700, "
                          f"not {stat.S_IMODE(st.st_mode):04o}")
 
@@ -112,7 +126,7 @@ def enqueue(spool_dir: str, args: list[bytes], message: BinaryIO) -> str | None:
     Returns None, queueing nothing, when the message is empty.  Raises
     SpoolError or IOFailure on any failure, leaving nothing in msgs/.
     """
-    check_spool_dir(spool_dir)
+    check_spool_dir(spool_dir, create=True)
     try:
         first = message.read(CHUNK)
     except OSError as exc:
