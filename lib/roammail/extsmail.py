@@ -23,7 +23,7 @@ import sys
 
 from . import config, locations, spool
 from .cli import guarded
-from .errors import ConfigError
+from .errors import ConfigError, IOFailure
 
 TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
 if TYPE_CHECKING:
@@ -42,6 +42,13 @@ def load_conf() -> config.ExtsmailConf:
     return config.parse_extsmail_conf(config.read_config_file(path), path)
 
 
+def standard_input() -> BinaryIO:
+    """The message source; IOFailure when file descriptor 0 is closed."""
+    if sys.stdin is None:  # Python's way of saying fd 0 was not open
+        raise IOFailure("cannot read the message: standard input is closed")
+    return sys.stdin.buffer
+
+
 def run(args: list[bytes], message: BinaryIO) -> int:
     conf = load_conf()
     spool.enqueue(locations.expand_home(conf.spool_dir), args, message)
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(__doc__.split("\n", 2)[2])
         return 0
     args = [os.fsencode(word) for word in words]
-    return guarded(TOOL, lambda: run(args, sys.stdin.buffer))
+    return guarded(TOOL, lambda: run(args, standard_input()))
 
 
 if __name__ == "__main__":

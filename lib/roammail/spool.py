@@ -46,9 +46,11 @@ MSGS = "msgs"
 TMP = "tmp"
 LOCK_NAME = "extsmaild.lock"
 CHUNK = 1 << 16
-# A header longer than this is not a v1 spool file but garbage: no real
-# sendmail command line comes near it.
-MAX_HEADER = 1 << 20
+# A header longer than this is not a v1 spool file but garbage.  Linux
+# passes at most 6 MiB of arguments (2 MiB under the usual 8 MiB stack
+# limit), and a command line's header is shorter than the command line
+# itself (argument, NUL and pointer versus argument, length and newline).
+MAX_HEADER = 8 << 20
 
 
 class SpoolError(RoammailError):
@@ -226,6 +228,19 @@ def parse_header(data: bytes, path: str) -> tuple[list[bytes], int]:
     return args, pos
 
 
+def read_header(fd: int, size: int, path: str) -> tuple[list[bytes], int]:
+    """parse_header of the file `fd` (`size` bytes long), reading no more of
+    it than the header needs: a little first, more only when it is cut."""
+    want = min(size, CHUNK)
+    while True:
+        try:
+            return parse_header(os.pread(fd, want, 0), path)
+        except DataError:
+            if want >= min(size, MAX_HEADER):
+                raise
+            want = min(size, MAX_HEADER, want * 16)
+
+
 def open_message(path: str) -> QueuedMessage | None:
     """Open and lock a queued message for delivery.
 
@@ -264,8 +279,7 @@ def open_message(path: str) -> QueuedMessage | None:
         if st.st_size == 0:
             os.close(fd)
             return None
-        head = os.pread(fd, min(st.st_size, MAX_HEADER), 0)
-        args, offset = parse_header(head, path)
+        args, offset = read_header(fd, st.st_size, path)
         return QueuedMessage(path, fd, args, offset, st.st_size, st.st_mtime)
     except BaseException:
         try:
