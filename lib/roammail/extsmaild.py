@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, child, config, locations, spool
-from .cli import docopt_args, guarded
+from .cli import EXIT_INTERRUPTED, docopt_args, guarded
 from .errors import EX_TEMPFAIL, ConfigError, DataError, RoammailError, UsageError
 
 TOOL = "extsmaild"
@@ -238,8 +238,10 @@ class Deliverer:
                            name, self.settings.externals_path)
             return "failed"
         now = time.time()
+        tried = False
         for external in plan(chosen.group.externals, failed_externals, self.last_success,
                              self.started, now, self.daemon):
+            tried = True
             argv = list(external.sendmail_argv) + [os.fsdecode(a) for a in message.args]
             res = child.run_child(argv, message.stream(), stall_timeout=self.stall_timeout,
                                   grace=KILL_GRACE, should_abort=lambda: self.stopping)
@@ -264,6 +266,11 @@ class Deliverer:
             if holds_back(external, self.last_success, self.started, time.time(),
                           self.daemon):
                 break
+        if not tried:  # still one line, and a --list note, for each message not sent
+            names = ", ".join(e.name for e in chosen.group.externals if e.name in failed_externals)
+            self.log.error("%s: not tried: %s failed earlier in this cycle; left in the queue",
+                           name, names)
+            self.record_error(name, f"not tried: {names} failed earlier in this cycle")
         return "failed"
 
     # -- last-error notes, for --list ---------------------------------------
@@ -409,14 +416,18 @@ def run_batch(settings: Settings, stall_timeout: float, *, take_lock: bool) -> i
     """One pass: 0 when the queue is empty afterwards, 1 when messages remain.
 
     SIGTERM, SIGINT or SIGHUP stop the running external (its message stays
-    queued) and end the pass.
+    queued) and end the pass; after SIGINT the status is 130, as a shell
+    reports it (extsmaild(1)).
     """
     log = setup_log(stderr=True)
     lock_fd = lock_or_fail(settings.spool_dir) if take_lock else None
     spool.check_spool_dir(settings.spool_dir)
     deliverer = Deliverer(settings, log, daemon=False, stall_timeout=stall_timeout)
 
+    caught: list[int] = []
+
     def stop(signum, frame) -> None:
+        caught.append(signum)
         deliverer.stopping = True
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -425,6 +436,8 @@ def run_batch(settings: Settings, stall_timeout: float, *, take_lock: bool) -> i
         result = deliverer.cycle()
         if not deliverer.stopping:
             Notifier(settings.conf, log, settings.spool_dir).after_cycle(result, time.time())
+        if signal.SIGINT in caught:
+            return EXIT_INTERRUPTED
         return 0 if result.remaining == 0 else 1
     finally:
         if lock_fd is not None:
