@@ -77,11 +77,21 @@ def docopt_args(usage: str, argv: list[str] | None, version: str | None = None) 
     try:
         return docopt(usage, argv=argv, version=version)
     except DocoptExit as exc:
-        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        first = lines[0] if lines else "bad command line"
-        if first.lower().startswith("usage:"):
-            first = "bad command line; see --help"
-        raise UsageError(first) from None
+        raise UsageError(usage_problem(str(exc))) from None
+
+
+def usage_problem(text: str) -> str:
+    """docopt's complaint as one line a user can act on."""
+    import re
+
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if first.startswith("Warning: found unmatched"):
+        words = re.findall(r"(?:Option|Argument|Command)\([^,]*, '([^']*)'", first)
+        if words:
+            return f"unexpected {' '.join(words)}; see --help"
+    if not first or first.lower().startswith("usage:"):
+        return "bad command line; see --help"
+    return f"{first}; see --help"
 
 
 def not_implemented(tool: str, usage: str, argv: list[str] | None) -> int:

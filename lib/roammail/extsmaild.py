@@ -178,6 +178,8 @@ class Deliverer:
 
     def cycle(self, random_start: bool = False) -> CycleResult:
         result = CycleResult()
+        for path in spool.remove_stale_temporaries(self.settings.spool_dir, time.time()):
+            self.log.info("removed %s, left over by an interrupted extsmail", path)
         paths = spool.list_messages(self.settings.spool_dir)
         if random_start and paths:
             k = random.randrange(len(paths))
@@ -333,8 +335,10 @@ class Notifier:
     LAST_SUCCESS = "last-success"
     LAST_NOTICE = "last-failure-notice"
 
-    def __init__(self, conf: config.ExtsmailConf, log, spool_dir: str) -> None:
+    def __init__(self, conf: config.ExtsmailConf, log, spool_dir: str,
+                 should_abort=None) -> None:
         self.conf = conf
+        self.should_abort = should_abort
         self.log = log
         self.state_dir = os.path.join(spool_dir, STATE_DIR)
 
@@ -383,7 +387,7 @@ class Notifier:
 
     def run(self, command: str) -> None:
         res = child.run_child(["/bin/sh", "-c", command], stall_timeout=STALL_TIMEOUT,
-                              grace=KILL_GRACE)
+                              grace=KILL_GRACE, should_abort=self.should_abort)
         if not (res.returncode == 0 and res.error is None):
             err = " ".join(res.stderr.decode("utf-8", "replace").split())[:STDERR_IN_LOG]
             self.log.warning("notification command failed: %s%s", res.describe(),
@@ -454,7 +458,8 @@ class Daemon:
         self.settings = settings
         self.log = log
         self.deliverer = Deliverer(settings, log, daemon=True, stall_timeout=stall_timeout)
-        self.notifier = Notifier(settings.conf, log, settings.spool_dir)
+        self.notifier = Notifier(settings.conf, log, settings.spool_dir,
+                                 should_abort=lambda: self.deliverer.stopping)
         self.reload_wanted = False
 
     # Signal handlers only set flags; the wake-up fd interrupts the wait.
@@ -636,11 +641,10 @@ def _open_for_reading(path: str) -> spool.QueuedMessage | None:
     if message is None and os.path.exists(path):
         # Locked (being delivered or still written): read without the lock.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        st = os.fstat(fd)
-        head = os.pread(fd, min(st.st_size, spool.MAX_HEADER), 0)
         try:
-            args, offset = spool.parse_header(head, path)
-        except DataError:
+            st = os.fstat(fd)
+            args, offset = spool.read_header(fd, st.st_size, path)
+        except BaseException:
             os.close(fd)
             raise
         return spool.QueuedMessage(path, fd, args, offset, st.st_size, st.st_mtime)

@@ -343,3 +343,31 @@ def acquire_instance_lock(spool_dir: str) -> int | None:
             return None
         raise SpoolError(f"cannot lock {path}: {exc.strerror}") from None
     return fd
+
+
+# A temporary file this old is left over from a killed extsmail: no enqueue
+# takes that long (the maildir convention's 36 hours).
+STALE_TEMPORARY_SECONDS = 36 * 3600
+
+
+def remove_stale_temporaries(spool_dir: str, now: float) -> list[str]:
+    """Remove tmp/ files older than STALE_TEMPORARY_SECONDS; return their paths.
+
+    They are what a killed extsmail left behind; never a queued message
+    (those live in msgs/ only).
+    """
+    tmp = os.path.join(spool_dir, TMP)
+    removed = []
+    try:
+        with os.scandir(tmp) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if now - st.st_mtime > STALE_TEMPORARY_SECONDS:
+                        os.unlink(entry.path)
+                        removed.append(entry.path)
+                except OSError:
+                    continue
+    except OSError:
+        return removed
+    return removed

@@ -597,3 +597,22 @@ def test_check_does_not_create_missing_parents(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="cannot create"):
         check_spool_dir(str(deep), create=True)
     assert not (tmp_path / "no").exists()
+
+
+def test_stale_temporaries_are_removed_and_fresh_ones_and_messages_kept(tmp_path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir(mode=0o700)
+    (spool_dir / "tmp").mkdir(mode=0o700)
+    (spool_dir / "msgs").mkdir(mode=0o700)
+    now = time.time()
+    old = spool_dir / "tmp" / "old"
+    fresh = spool_dir / "tmp" / "fresh"
+    queued = spool_dir / "msgs" / "queued"
+    for path in (old, fresh, queued):
+        path.write_bytes(b"v1\n0\nx")
+    ancient = now - spool.STALE_TEMPORARY_SECONDS - 60
+    os.utime(old, (ancient, ancient))
+    os.utime(queued, (ancient, ancient))
+    removed = spool.remove_stale_temporaries(str(spool_dir), now)
+    assert removed == [str(old)]
+    assert not old.exists() and fresh.exists() and queued.exists()
