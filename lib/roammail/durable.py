@@ -227,9 +227,10 @@ def write_durably(directory: str, name: str, source: Source, *,
         # cannot be removed is only litter, not a reason to report failure.
         _remove_quietly(temp)
 
+    # The temporary directory is not fsynced: after a crash the temporary
+    # name may come back, as litter beside a complete file, which the
+    # owners of tmp/ directories clean up (maildir's 36-hour rule).
     fsync_dir(directory)
-    if os.path.abspath(temp_dir) != os.path.abspath(directory):
-        fsync_dir(temp_dir)
     return final
 
 

@@ -204,6 +204,8 @@ class Deliverer:
                     result.oldest_failed = queued
             elif outcome == "kept":
                 result.remaining += 1
+        if result.sent:
+            spool.sync_removals(self.settings.spool_dir)
         # Messages queued while we worked count as remaining too.
         left = len(spool.list_messages(self.settings.spool_dir))
         result.remaining = max(result.remaining, left)

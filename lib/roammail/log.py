@@ -13,7 +13,6 @@ leaving anyone else's alone); touch the root logger.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 
@@ -31,6 +30,8 @@ def _stderr_is_terminal() -> bool:
 def _syslog_handler(tool: str, address: str) -> logging.Handler | None:
     if not os.path.exists(address):
         return None
+    import logging.handlers  # socket and pickle: only where syslog exists
+
     try:
         handler = logging.handlers.SysLogHandler(
             address=address, facility=logging.handlers.SysLogHandler.LOG_MAIL

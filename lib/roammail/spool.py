@@ -311,17 +311,26 @@ def list_messages(spool_dir: str) -> list[str]:
 
 
 def remove(message: QueuedMessage) -> None:
-    """Unlink a delivered message (its lock held) and make that durable."""
+    """Unlink a delivered message (its lock held).
+
+    Not fsynced here: after a crash an unlinked message may come back and
+    be sent twice, which the contract allows; the deliverer fsyncs msgs/
+    once per cycle (`sync_removals`) instead of once per message.
+    """
     try:
         os.unlink(message.path)
     except FileNotFoundError:
         return
     except OSError as exc:
         raise IOFailure(f"cannot remove {message.path}: {exc.strerror}") from None
+
+
+def sync_removals(spool_dir: str) -> None:
+    """Make the removals of a delivery cycle durable (best effort)."""
     try:
-        fsync_dir(os.path.dirname(message.path))
+        fsync_dir(os.path.join(spool_dir, MSGS))
     except RoammailError:
-        pass  # the unlink happened; at worst the message is sent twice
+        pass  # at worst a delivered message is sent again
 
 
 def acquire_instance_lock(spool_dir: str) -> int | None:
