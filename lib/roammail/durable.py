@@ -162,7 +162,7 @@ def _remove_quietly(path: str) -> None:
 def write_durably(directory: str, name: str, source: Source, *,
                   tmp_dir: str | None = None, tmp_prefix: str = ".tmp.",
                   mode: int = 0o600, mtime: float | None = None,
-                  overwrite: bool = False) -> str:
+                  overwrite: bool = False, sync_directory: bool = True) -> str:
     """Write `source` durably to `directory`/`name`; return that path.
 
     `source` is bytes, a binary file object (read to its end) or an iterable
@@ -171,13 +171,17 @@ def write_durably(directory: str, name: str, source: Source, *,
     `directory`, e.g. a maildir's tmp/) or else in `directory`; the file is
     created with `mode` (less the umask, as open(2) does), written fully,
     given `mtime` if set, fsynced, then linked into place (renamed if
-    `overwrite`); the directories are fsynced last.
+    `overwrite`); the directory is fsynced last.
 
     Raises FileExistsError, unchanged, if the destination exists and not
     `overwrite`; DataError for a `name` that is not a plain file name;
     IOFailure (one line) for every other failure, after removing the
     temporary file.  A RoammailError raised by the source passes through
     unchanged, also after removing the temporary file.
+
+    With sync_directory=False the final fsync of `directory` is left to
+    the caller, who batches it (fsync_dir) and must do it before relying
+    on the name (syncmail: before removing anything on the server).
     """
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise DataError(f"not a plain file name: {name!r}")
@@ -230,7 +234,8 @@ def write_durably(directory: str, name: str, source: Source, *,
     # The temporary directory is not fsynced: after a crash the temporary
     # name may come back, as litter beside a complete file, which the
     # owners of tmp/ directories clean up (maildir's 36-hour rule).
-    fsync_dir(directory)
+    if sync_directory:
+        fsync_dir(directory)
     return final
 
 

@@ -199,14 +199,16 @@ def base_name(name: str) -> str:
 # ----------------------------------------------------------------- delivery
 
 def deliver(maildir: str, source: Source, *, name: str | None = None,
-            subdir: str = "new", mtime: float | None = None) -> str:
+            subdir: str = "new", mtime: float | None = None,
+            sync_directory: bool = True) -> str:
     """Deliver `source` (bytes, binary file or iterable of bytes) durably
     into `maildir`/`subdir` ("new" or "cur") under `name` (a new
     unique_name() if None); return the message's path.
 
     Written in `maildir`/tmp, fsynced, linked into place, directories
     fsynced: after a crash the message is there whole or not at all.
-    Raises DataError for a bad name, FileExistsError if that message file
+    sync_directory=False leaves the fsync of `subdir` to the caller (see
+    durable.write_durably).  Raises DataError for a bad name, FileExistsError if that message file
     exists already (it is left as it was), IOFailure for an I/O failure.
     """
     if subdir not in ("new", "cur"):
@@ -216,7 +218,7 @@ def deliver(maildir: str, source: Source, *, name: str | None = None,
     check_message_name(name)
     return write_durably(os.path.join(maildir, subdir), name, source,
                          tmp_dir=os.path.join(maildir, "tmp"), mode=0o600,
-                         mtime=mtime, overwrite=False)
+                         mtime=mtime, overwrite=False, sync_directory=sync_directory)
 
 
 def message_exists(maildir: str, name: str) -> bool:

@@ -1,28 +1,640 @@
 """syncmail: move new mail from a server's maildir to the laptop over ssh.
 
 Usage:
-  syncmail [-c CONFIG] [-n] [-v] [-q] [SOURCE...]
+  syncmail [-c CONFIG] [-n] [-v] [-q] [--hooks DIR] [SOURCE...]
+  syncmail [-n] [-v] [-q] [--hooks DIR] HOST:REMOTE_MAILDIR LOCAL_MAILDIR
   syncmail -h | --help
 
 Options:
-  -c CONFIG --config=CONFIG  Configuration file.
-  -n --dry-run               Show what would move.
-  -v --verbose               More output.
-  -q --quiet                 Only errors.
+  -c CONFIG --config=CONFIG  Configuration file, instead of
+                             $XDG_CONFIG_HOME/roammail/syncmail.conf.
+  -n --dry-run               Copy nothing, remove nothing: list what would move.
+  -v --verbose               Log every message on stderr, even off a terminal.
+  -q --quiet                 Only errors on stderr.
+  --hooks DIR                Hook base directory instead of
+                             $XDG_CONFIG_HOME/roammail/hooks.
   -h --help                  Show this help.
-
-Not implemented yet: this release only answers --help.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
+import logging
+import os
 import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from typing import Optional
 
-from .cli import guarded, not_implemented
+from . import hookdirs, locations, maildir
+from .cli import docopt_args, guarded
+from .config import Token, TokenStream, describe, read_config_file, shorten, tokenize
+from .durable import fsync_dir, write_file_atomically
+from .errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, IOFailure, RoammailError, UsageError
+from .syncmail_plan import Action, Entry, LocalCopy, batches, choose, plan_listing, removable
+
+TOOL = "syncmail"
+
+EXIT_OK = 0
+EXIT_LEFT = 1          # some messages left on the server (named in the log)
+EXIT_TEMPFAIL = EX_TEMPFAIL  # could not connect, or the connection broke
+EXIT_CONFIG = EX_CONFIG
+
+# Server tmp/ files untouched this long are reported (maildir's own limit).
+STALE_TMP_SECONDS = 36 * 3600
+# One tar stream carries at most this many messages / about this many
+# bytes: a round trip per batch, and the journal is written per batch.
+BATCH_MESSAGES = 1000
+BATCH_BYTES = 64 * 1024 * 1024
+COPY_CHUNK = 256 * 1024
+
+log = logging.getLogger("roammail.syncmail")
+
+
+# ------------------------------------------------------------ configuration
+#
+# Grammar (syncmail.conf(5)); the tokens are config.py's:
+#
+#   <config>  ::= <source> | <source> <config>
+#   <source>  ::= "source" ID "{" <items> "}"
+#   <items>   ::= "" | <item> <items>
+#   <item>    ::= "host" "=" STRING | "remote" "=" STRING
+#               | "local" "=" STRING | <rule>
+#   <rule>    ::= "match" "header" STRING <action>
+#   <action>  ::= "inbox" | "folder" STRING | "discard" | "archive" STRING
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    line: int
+    regex: object
+    action: Action
+
+
+@dataclass
+class Source:
+    name: str
+    host: str
+    remote: str
+    local: str
+    rules: list = field(default_factory=list)
+    path: str = ""
+    line: int = 0
+    remote_line: int = 0
+
+
+_SETTINGS = ("host", "remote", "local")
+
+
+def parse_config(data: bytes | str, path: str) -> list[Source]:
+    """Parse a syncmail.conf; ConfigError(path, line, ...) on any fault."""
+    ts = TokenStream(tokenize(data, path), path)
+    sources: list[Source] = []
+    names: dict[str, int] = {}
+    while not ts.at_eof():
+        sources.append(_source(ts, names))
+    if not sources:
+        raise ConfigError(path, 0, "no source defined")
+    return sources
+
+
+def _source(ts: TokenStream, names: dict[str, int]) -> Source:
+    start = ts.expect_word("source")
+    name_token = ts.expect("ID", "a name after 'source'")
+    name = str(name_token.value)
+    if name in names:
+        raise ts.error(name_token, f"source '{name}' already defined at line {names[name]}")
+    names[name] = name_token.line
+    ts.expect("LBRACE", f"'{{' after 'source {name}'")
+    values: dict[str, Token] = {}
+    rules: list[Rule] = []
+    while ts.peek().kind != "RBRACE":
+        token = ts.peek()
+        if token.kind == "ID" and token.value == "match":
+            rules.append(_rule(ts))
+            continue
+        if token.kind != "ID" or token.value not in _SETTINGS:
+            raise ts.error(token, f"expected 'host', 'remote', 'local', 'match' or '}}', "
+                                  f"found {describe(token)}")
+        key, value = ts.assignment("a key")
+        if key.value in values:
+            raise ts.error(key, f"'{key.value}' already set at line {values[key.value].line} "
+                                f"in source '{name}'")
+        ts.check_type(key, value, "STRING")
+        if value.value == "":
+            raise ts.error(key, f"'{key.value}' is empty")
+        values[str(key.value)] = value
+    ts.next()
+    for needed in _SETTINGS:
+        if needed not in values:
+            raise ts.error(start, f"source '{name}' has no '{needed}'")
+    host = str(values["host"].value)
+    if host.startswith("-") or any(c.isspace() for c in host):
+        raise ts.error(values["host"], f"bad host '{shorten(host)}'")
+    return Source(name, host, str(values["remote"].value),
+                  locations.expand_home(str(values["local"].value)), rules,
+                  ts.path, start.line, values["remote"].line)
+
+
+def _rule(ts: TokenStream) -> Rule:
+    from .headers import compile_rule
+
+    start = ts.expect_word("match")
+    ts.expect_word("header")
+    pattern = ts.expect("STRING", "a header regex in double quotes")
+    verb = ts.expect("ID", "'inbox', 'folder', 'discard' or 'archive'")
+    if verb.value == "inbox":
+        action = Action("inbox", None, start.line)
+    elif verb.value == "discard":
+        action = Action("discard", None, start.line)
+    elif verb.value in ("folder", "archive"):
+        target = ts.expect("STRING", f"a string after '{verb.value}'")
+        text = str(target.value)
+        if verb.value == "folder":
+            problem = maildir._folder_problem(text) if text != maildir.INBOX else None
+            if problem is not None:
+                raise ts.error(target, f"{problem}: '{shorten(text)}'")
+        elif not text:
+            raise ts.error(target, "archive directory is empty")
+        else:
+            text = locations.expand_home(text)
+        action = Action(str(verb.value), text, start.line)
+    else:
+        raise ts.error(verb, f"expected 'inbox', 'folder', 'discard' or 'archive', "
+                             f"found {describe(verb)}")
+
+    class _Parsed:
+        kind = "match"
+
+    parsed = _Parsed()
+    parsed.pattern = str(pattern.value)  # type: ignore[attr-defined]
+    parsed.line = start.line  # type: ignore[attr-defined]
+    compiled = compile_rule(parsed, ts.path)
+    return Rule(compiled.pattern, start.line, compiled.regex, action)
+
+
+def default_config() -> str:
+    return os.path.join(locations.xdg_config_home(), "roammail", "syncmail.conf")
+
+
+def state_dir() -> str:
+    value = os.environ.get("XDG_STATE_HOME", "")
+    base = value if value.startswith("/") else os.path.join(locations.home(), ".local", "state")
+    return os.path.join(base, "roammail", "syncmail")
+
+
+# ------------------------------------------------------------------ journal
+
+class Journal:
+    """name -> size of messages this tool stored (or was about to store)
+    locally and has not seen removed on the server: a later run removes
+    such a message on the server if it is here with that size."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.entries: dict[str, int] = {}
+        try:
+            with open(path, "rb") as f:
+                for raw in f.read().split(b"\n"):
+                    size, _, name = raw.partition(b" ")
+                    if name and size.isdigit():
+                        self.entries[os.fsdecode(name)] = int(size)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise IOFailure(f"cannot read {path}: {exc.strerror}") from exc
+
+    def save(self) -> None:
+        data = b"".join(b"%d %s\n" % (size, os.fsencode(name))
+                        for name, size in sorted(self.entries.items()))
+        write_file_atomically(self.path, data)
+
+
+# ------------------------------------------------------------ local index
+
+class LocalIndex:
+    """The messages already in the source's local maildirs (inbox and the
+    rule folders), by unique name; read once per run."""
+
+    def __init__(self, dirs: list[str]) -> None:
+        self.paths: dict[str, str] = {}
+        for base in dirs:
+            for sub in ("new", "cur"):
+                directory = os.path.join(base, sub)
+                try:
+                    with os.scandir(directory) as it:
+                        for entry in it:
+                            self.paths.setdefault(maildir.base_name(entry.name), entry.path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise IOFailure(f"cannot list {directory}: {exc.strerror}") from exc
+
+    def lookup(self, name: str) -> Optional[LocalCopy]:
+        path = self.paths.get(maildir.base_name(name))
+        if path is None:
+            return None
+        try:
+            size = os.lstat(path).st_size
+        except OSError:
+            size = -1
+        return LocalCopy(path, size)
+
+    def add(self, name: str, path: str) -> None:
+        self.paths[maildir.base_name(name)] = path
+
+
+# ------------------------------------------------------------------ one run
+
+@dataclass
+class Result:
+    moved: int = 0
+    bytes: int = 0
+    discarded: int = 0
+    left: list = field(default_factory=list)  # names left on the server
+    refused: int = 0
+    status: int = EXIT_OK
+
+
+def destination_dirs(source: Source) -> list[str]:
+    dirs = [source.local]
+    for rule in source.rules:
+        if rule.action.kind == "folder":
+            dirs.append(maildir.folder_to_path(source.local, rule.action.target))
+    return dirs
+
+
+def stale_stamp(now: float) -> str:
+    """touch -t stamp (UTC) of the moment STALE_TMP_SECONDS ago."""
+    return time.strftime("%Y%m%d%H%M.%S", time.gmtime(now - STALE_TMP_SECONDS))
+
+
+def source_key(source: Source) -> str:
+    if source.path:
+        return source.name
+    digest = hashlib.sha256(f"{source.host}:{source.remote}\0{source.local}".encode(
+        "utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"oneshot-{digest}"
+
+
+def lock_source(key: str) -> int:
+    directory = state_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, key + ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise _Busy() from None
+        raise IOFailure(f"cannot lock {path}: {exc.strerror}") from exc
+    return fd
+
+
+class _Busy(Exception):
+    pass
+
+
+def _chunks(head: bytes, stream) -> object:
+    if head:
+        yield head
+    while True:
+        chunk = stream.read(COPY_CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+class Mover:
+    """Moves one source's new mail; `run()` returns a Result."""
+
+    def __init__(self, source: Source, dry_run: bool) -> None:
+        self.source = source
+        self.dry_run = dry_run
+        self.result = Result()
+        self.dirty: set[str] = set()
+        self.label = source.name if source.path else f"{source.host}:{source.remote}"
+
+    def left(self, name: str, why: str) -> None:
+        self.result.left.append(name)
+        log.warning("%s: %s left on the server: %s", self.label, name, why)
+
+    def run(self) -> Result:
+        from .remote import RemoteSession
+
+        source = self.source
+        if not self.dry_run:
+            maildir.make_maildir(source.local)
+        key = source_key(source)
+        journal = Journal(os.path.join(state_dir(), key + ".journal"))
+        index = LocalIndex(destination_dirs(source))
+        session = RemoteSession(source.host, source.remote, stale_stamp(time.time()))
+        try:
+            session.hello()
+            listing = session.listing()
+            for name in listing.stale_tmp:
+                log.warning("%s: tmp/%s is older than 36 hours on the server", self.label, name)
+            self._run(session, listing, index, journal)
+            self.flush_dirs()
+            session.close()
+        except BaseException:
+            session.abort()
+            raise
+        return self.result
+
+    def _run(self, session, listing, index: LocalIndex, journal: Journal) -> None:
+        entries: list[Entry] = listing.entries
+        regular = [e.index for e in entries if e.kind == "f"]
+        sizes = session.sizes(regular) if regular else {}
+        listed = {e.name for e in entries}
+        if any(name not in listed for name in journal.entries) and not self.dry_run:
+            journal.entries = {n: s for n, s in journal.entries.items() if n in listed}
+            journal.save()
+        plan = plan_listing(entries, sizes, index.lookup, journal.entries)
+        for entry, reason in plan.refused:
+            self.result.refused += 1
+            self.left(ascii(entry.name)[1:-1], f"refused: {reason}")
+        for entry, path in plan.collisions:
+            self.left(entry.name, f"a message of that name is here already ({path})")
+        by_name = {e.name: e for e in entries}
+        # Messages an interrupted run stored: only remove them on the server.
+        if plan.confirm and not self.dry_run:
+            confirmed = {e.name: size for e, size in plan.confirm}
+            self._remove(session, confirmed, by_name, journal)
+            for name in confirmed:
+                log.info("%s: %s was already here (an interrupted run): removed on the "
+                         "server", self.label, name)
+        for batch in batches(plan.fetch, BATCH_MESSAGES, BATCH_BYTES, lambda item: item[1]):
+            stop = self._batch(session, batch, by_name, index, journal)
+            if stop:
+                break
+
+    def _batch(self, session, batch, by_name, index: LocalIndex, journal: Journal) -> bool:
+        """Fetch and store one batch, then remove what was stored; True to stop."""
+        wanted = {e.name: size for e, size in batch}
+        if not self.dry_run:
+            journal.entries.update(wanted)
+            journal.save()
+        stored: dict[str, int] = {}
+        failure: Optional[RoammailError] = None
+        seen: set[str] = set()
+        for member, stream in session.fetch([e.index for e, _ in batch]):
+            name = member.name[2:] if member.name.startswith("./") else None
+            if name is None or name not in wanted or name in seen:
+                log.warning("%s: unexpected tar member %r ignored", self.label, member.name)
+                continue
+            seen.add(name)
+            if stream is None:
+                self.left(name, "it is no longer a regular file")
+                continue
+            if member.size != wanted[name]:
+                self.left(name, f"its size changed ({wanted[name]} -> {member.size})")
+                continue
+            if failure is not None:
+                continue  # drain: the stream must be read to its end
+            try:
+                if self._store(name, member, stream, index):
+                    stored[name] = member.size
+            except (EOFError, tarfile.TarError) as exc:
+                # The stream broke mid-message (a cut connection): the
+                # partial file was never linked; nothing is removed.
+                raise session.broken(f"in the tar stream ({exc})") from None
+            except RoammailError as exc:
+                failure = exc
+                log.error("%s: %s", self.label, exc)
+        for name in wanted:
+            if name not in seen:
+                self.left(name, "it vanished before the copy")
+        if session.tar_status not in (0, None):
+            log.debug("%s: remote tar exited %s", self.label, session.tar_status)
+        if stored and not self.dry_run:
+            self._remove(session, stored, by_name, journal)
+        for name in wanted:
+            if name not in stored and name in seen and failure is not None:
+                self.left(name, "not stored here")
+        return failure is not None
+
+    def _store(self, name: str, member, stream, index: LocalIndex) -> bool:
+        """Store one message where the rules say; True if it is safely
+        stored (or discarded), False if it must stay on the server."""
+        from .headers import header_lines, read_head
+
+        head = read_head(stream)
+        action = choose(self.source.rules, header_lines(head))
+        size = member.size
+        if action.kind == "discard":
+            if self.dry_run:
+                print(f"would discard {name} ({size} bytes), rule at line {action.line}")
+            else:
+                log.info("%s: discarded %s (%d bytes), rule at line %d", self.label, name,
+                         size, action.line)
+            self.result.discarded += 1
+            return True
+        if action.kind == "folder":
+            dest = maildir.folder_to_path(self.source.local, action.target)
+        else:
+            dest = self.source.local
+        if self.dry_run:
+            extra = f" and a copy to {action.target}" if action.kind == "archive" else ""
+            print(f"would move {name} ({size} bytes) to {dest}{extra}")
+            self.result.moved += 1
+            self.result.bytes += size
+            return True
+        maildir.make_maildir(dest)
+        mtime = float(member.mtime)
+        chunks = _chunks(head, stream)
+        if action.kind == "archive":
+            # The archive copy first: the inbox copy is what marks it done.
+            maildir.make_maildir(action.target)
+            try:
+                maildir.deliver(action.target, chunks, name=name, mtime=mtime)
+            except FileExistsError:
+                log.info("%s: %s is in the archive %s already", self.label, name,
+                         action.target)
+                chunks = _chunks(head, stream)
+            else:
+                archived = os.path.join(action.target, "new", name)
+                chunks = open(archived, "rb")  # noqa: SIM115 - closed below
+        try:
+            path = self._write(dest, name, chunks, mtime)
+        except FileExistsError:
+            self.left(name, f"a message of that name is here already ({dest})")
+            return False
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        index.add(name, path)
+        self.result.moved += 1
+        self.result.bytes += size
+        where = dest if action.kind != "archive" else f"{dest} (archived in {action.target})"
+        log.info("%s: moved %s (%d bytes) to %s", self.label, name, size, where)
+        return True
+
+    def _write(self, dest: str, name: str, chunks, mtime: float) -> str:
+        """Like maildir.deliver, but the directory fsyncs are left to
+        flush_dirs(), once per batch and always before any removal on
+        the server: the file itself is fsynced before it gets its name."""
+        path = maildir.deliver(dest, chunks, name=name, mtime=mtime, sync_directory=False)
+        self.dirty.add(os.path.join(dest, "new"))
+        return path
+
+    def flush_dirs(self) -> None:
+        for directory in sorted(self.dirty):
+            fsync_dir(directory)
+        self.dirty.clear()
+
+    def _remove(self, session, candidates: dict[str, int], by_name, journal: Journal) -> None:
+        self.flush_dirs()  # every stored name durable before any removal
+        indices = [by_name[n].index for n in candidates]
+        now = session.sizes(indices)
+        names = removable(candidates, now)
+        for name in candidates:
+            if name not in names:
+                self.left(name, "it changed on the server since it was listed")
+        if not names:
+            return
+        still = session.remove([by_name[n].index for n in names])
+        for name in names:
+            if by_name[name].index in still:
+                self.left(name, "it could not be removed on the server")
+            else:
+                journal.entries.pop(name, None)
+        journal.save()
+
+
+# ------------------------------------------------------------------ wiring
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    from . import log as roamlog
+
+    roamlog.setup(TOOL, stderr=False, verbose=verbose)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{TOOL}: %(message)s"))
+    on_terminal = sys.stderr is not None and sys.stderr.isatty()
+    if quiet:
+        handler.setLevel(logging.ERROR)
+    elif verbose:
+        handler.setLevel(logging.DEBUG)
+    elif on_terminal:
+        handler.setLevel(logging.INFO)
+    else:
+        handler.setLevel(logging.WARNING)  # cron: quiet unless something is wrong
+    handler._roammail_handler = True  # type: ignore[attr-defined]  # replaced by setup()
+    logging.getLogger("roammail").addHandler(handler)
+    logging.getLogger("roammail").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def sources_from_args(args: dict) -> list[Source]:
+    operands = args["SOURCE"] or []
+    if args.get("HOST:REMOTE_MAILDIR"):
+        operands = [args["HOST:REMOTE_MAILDIR"], args["LOCAL_MAILDIR"]]
+    if any(":" in op for op in operands):
+        if len(operands) != 2 or ":" not in operands[0] or args["--config"] is not None:
+            raise UsageError("the one-shot form is HOST:REMOTE_MAILDIR LOCAL_MAILDIR, "
+                             "without -c; see --help")
+        host, remote = operands[0].split(":", 1)
+        if not host or not remote or host.startswith("-"):
+            raise UsageError(f"bad HOST:REMOTE_MAILDIR '{operands[0]}'")
+        return [Source(f"{host}:{remote}", host, remote, os.path.abspath(
+            locations.expand_home(operands[1])))]
+    path = args["--config"]
+    if path is None:
+        path = default_config()
+    sources = parse_config(read_config_file(path), path)
+    if operands:
+        known = {s.name: s for s in sources}
+        for op in operands:
+            if op not in known:
+                raise ConfigError(path, 0, f"no source '{op}'")
+        sources = [known[op] for op in operands]
+    return sources
+
+
+def run_one(source: Source, args: dict) -> int:
+    label = source.name if source.path else f"{source.host}:{source.remote}"
+    endpoint = label
+    hook_base = args["--hooks"] or hookdirs.default_base()
+    dry_run = bool(args["--dry-run"])
+    started = time.monotonic()
+    try:
+        lock_fd = lock_source(source_key(source))
+    except _Busy:
+        log.error("%s: another syncmail is moving this source's mail", label)
+        return EXIT_TEMPFAIL
+    try:
+        hook_log = os.path.join(state_dir(), source_key(source) + ".hooks.log")
+        env = {"ROAMMAIL_HOOK_LOG": hook_log, "ROAMMAIL_SSH_HOST": source.host}
+        if not dry_run:
+            for res in hookdirs.run_hooks(hook_base, "pre", "pull", endpoint, 0,
+                                          log_path=hook_log, extra_env=env):
+                if not res.ok:
+                    log.error("%s: pre-pull hook %s failed (%s): not moving mail", label,
+                              res.path, res.status)
+                    _post(hook_base, endpoint, EXIT_LEFT, hook_log, env, label)
+                    return EXIT_LEFT
+        status = _move(source, dry_run, label, started)
+        if not dry_run:
+            _post(hook_base, endpoint, status, hook_log, env, label)
+        return status
+    finally:
+        os.close(lock_fd)
+
+
+def _post(base: str, endpoint: str, status: int, hook_log: str, env: dict, label: str) -> None:
+    for res in hookdirs.run_hooks(base, "post", "pull", endpoint, status,
+                                  log_path=hook_log, extra_env=env):
+        if not res.ok:
+            log.error("%s: post-pull hook %s failed (%s)", label, res.path, res.status)
+
+
+def _move(source: Source, dry_run: bool, label: str, started: float) -> int:
+    from .remote import ConnectError, RemoteError
+
+    mover = Mover(source, dry_run)
+    status = EXIT_OK
+    try:
+        mover.run()
+    except ConnectError as exc:
+        log.error("%s", exc)
+        status = EXIT_TEMPFAIL
+    except RemoteError as exc:
+        where = f" ({source.path}:{source.remote_line})" if source.path else ""
+        log.error("%s%s", exc, where)
+        status = EXIT_LEFT
+    except RoammailError as exc:
+        log.error("%s: %s", label, exc)
+        status = EXIT_LEFT
+    result = mover.result
+    if result.left and status == EXIT_OK:
+        status = EXIT_LEFT
+    seconds = time.monotonic() - started
+    verb = "would move" if dry_run else "moved"
+    summary = (f"{label}: {verb} {result.moved} messages ({result.bytes} bytes), "
+               f"discarded {result.discarded}, left {len(result.left)} on the server, "
+               f"in {seconds:.1f} s")
+    if status == EXIT_OK:
+        log.info("%s", summary)
+    else:
+        log.warning("%s", summary)
+    return status
+
+
+def run(argv: list[str] | None) -> int:
+    args = docopt_args(__doc__, argv)
+    setup_logging(bool(args["--verbose"]), bool(args["--quiet"]))
+    sources = sources_from_args(args)
+    status = EXIT_OK
+    for source in sources:
+        status = max(status, run_one(source, args))
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
-    return guarded("syncmail", lambda: not_implemented("syncmail", __doc__, argv))
+    return guarded(TOOL, lambda: run(argv))
 
 
 if __name__ == "__main__":

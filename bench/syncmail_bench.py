@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""syncmail_bench.py: syncmail vs the blog's rsync command, over ssh to 127.0.0.1.
+
+    python3 bench/syncmail_bench.py [--prefix P] [--quick] [--messages N]
+
+Starts a private sshd (tests/peers/sshd.py's SshServer), fills a "server"
+maildir with N messages of 4 KB (10,000; --quick: 1,000) and moves them
+to an empty local maildir with, in one run and in turn:
+  - syncmail (installed under the prefix; fsyncs every message),
+  - rsync --ignore-existing --remove-source-files --partial-dir=tmp
+    --safe-links --one-file-system --recursive --times host:Maildir/new/ new/
+    (the blog's command: no fsync),
+  - the same with --fsync (rsync >= 3.2.3).
+Then a run that finds nothing new, for each.  Prints wall times and
+ratios.  Targets: faster than rsync --fsync; within 1.5x of plain rsync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from common import (  # noqa: E402
+    BenchError,
+    environment_lines,
+    installed_tools,
+    markdown_table,
+    median,
+    resolve_prefix,
+)
+
+RSYNC_ARGS = ["--ignore-existing", "--remove-source-files", "--partial-dir=tmp",
+              "--safe-links", "--one-file-system", "--recursive", "--times"]
+MESSAGE_BYTES = 4096
+
+
+def make_maildir(path: Path) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fill(server: Path, count: int) -> None:
+    body = (b"x" * 75 + b"\n") * (MESSAGE_BYTES // 76 + 1)
+    for i in range(count):
+        head = f"From: a{i}@example.org\nSubject: {i}\n\n".encode()
+        data = (head + body)[:MESSAGE_BYTES]
+        name = f"{1_700_000_000 + i}.M{i}P1Q{i}.bench.host"
+        (server / "new" / name).write_bytes(data)
+        os.utime(server / "new" / name, (1_700_000_000 + i,) * 2)
+
+
+def rsync_supports_fsync(rsync: str) -> bool:
+    out = subprocess.run([rsync, "--help"], capture_output=True, text=True).stdout
+    return "--fsync" in out
+
+
+def timed(argv: list[str], env: dict, cwd: Path | None = None) -> float:
+    start = time.perf_counter()
+    res = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if res.returncode != 0:
+        raise BenchError(f"{argv[0]} failed ({res.returncode}): {res.stderr.decode()[-400:]}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prefix")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--messages", type=int)
+    parser.add_argument("--rounds", type=int, default=1)
+    opts = parser.parse_args()
+    count = opts.messages or (1000 if opts.quick else 10_000)
+    prefix = resolve_prefix(opts.prefix)
+    syncmail = str(installed_tools(prefix, ["syncmail"])["syncmail"])
+    rsync = shutil.which("rsync")
+    if rsync is None:
+        raise BenchError("rsync is not installed (apt-get install rsync)")
+    with_fsync = rsync_supports_fsync(rsync)
+
+    from peers.sshd import SshServer  # needs tests/ on sys.path
+
+    work = Path(tempfile.mkdtemp(prefix="syncmail-bench-"))
+    server = SshServer.start()
+    try:
+        env = server.client_env(home=work / "home")
+        (work / "home").mkdir()
+        env["XDG_STATE_HOME"] = str(work / "home" / "state")
+        env["XDG_CONFIG_HOME"] = str(work / "home" / "config")
+        ssh_wrapper = str(server.client_bin / "ssh")
+        contenders = {
+            "syncmail": lambda remote, local: [syncmail, f"testhost:{remote}", str(local)],
+            "rsync": lambda remote, local: [rsync, "-e", ssh_wrapper, *RSYNC_ARGS,
+                                            f"testhost:{remote}/new/", f"{local}/new/"],
+        }
+        if with_fsync:
+            contenders["rsync --fsync"] = lambda remote, local: [
+                rsync, "-e", ssh_wrapper, "--fsync", *RSYNC_ARGS,
+                f"testhost:{remote}/new/", f"{local}/new/"]
+        full: dict[str, list[float]] = {k: [] for k in contenders}
+        empty: dict[str, list[float]] = {k: [] for k in contenders}
+        for rnd in range(opts.rounds):
+            for name, argv_of in contenders.items():
+                tag = name.replace(" ", "").replace("-", "")
+                remote = make_maildir(work / f"server-{tag}-{rnd}")
+                local = make_maildir(work / f"local-{tag}-{rnd}")
+                fill(remote, count)
+                subprocess.run(["sync"], check=False)
+                full[name].append(timed(argv_of(remote, local), env))
+                moved = len(os.listdir(local / "new"))
+                left = len(os.listdir(remote / "new"))
+                if moved != count or left != 0:
+                    raise BenchError(f"{name}: moved {moved} of {count}, left {left}")
+                empty[name].append(timed(argv_of(remote, local), env))
+                shutil.rmtree(remote)
+                shutil.rmtree(local)
+        print("\n".join(environment_lines()))
+        print(f"\n{count} messages of {MESSAGE_BYTES} bytes over ssh to 127.0.0.1, "
+              f"{opts.rounds} round(s), median wall time\n")
+        base = median(full["syncmail"])
+        base_empty = median(empty["syncmail"])
+        rows = []
+        for name in contenders:
+            f, e = median(full[name]), median(empty[name])
+            rows.append([name, f"{f:.2f} s", f"{count / f:.0f}/s", f"{base / f:.2f}",
+                         f"{e * 1000:.0f} ms", f"{base_empty / e:.2f}"])
+        print(markdown_table(["tool", "move all", "messages/s", "syncmail / this",
+                              "nothing new", "syncmail / this"], rows))
+        if not with_fsync:
+            print("\nrsync has no --fsync (needs >= 3.2.3): that row is missing")
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"syncmail_bench: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,376 @@
+"""remote.py: syncmail's one ssh session to the server's maildir.
+
+Owns the wire: it runs the system OpenSSH client (through plumbum) once
+per source, with a small POSIX sh program (REMOTE_SCRIPT) as the remote
+command, and speaks that program's line protocol over the session's
+stdin/stdout.  The server needs only sh, find, wc, tar, touch and rm.  It
+never writes a local file, never decides what to fetch or remove (the
+caller does, see syncmail_plan.py), and never puts data (a file name, a
+path) into a command line unquoted: the maildir path travels as one
+shlex.quote'd argument, and file names never travel to the server at all;
+the caller names files by their index in the server's own listing.
+
+Protocol, after the remote program prints `H 1`:
+  list   the stale tmp/ files (NUL-terminated names, then an empty one),
+         then new/ as "INDEX TYPE NAME" records, each NUL-terminated, then
+         an empty record.  TYPE is f (regular), l (symlink), d (directory)
+         or o (other).  The listing is the remote shell's positional
+         parameters from then on: later commands name files by INDEX.
+  C SPEC sizes of the regular files (not symlinks) among SPEC: `wc -c`
+         lines, then "END".
+  T SPEC a tar archive of SPEC, then a 512-byte trailer "T STATUS".
+  R SPEC rm -f SPEC, then the indices still there, one a line, then "END".
+  Q      exit.
+SPEC is indices and ranges: "1-4 7 9-10".
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tarfile
+import threading
+from dataclasses import dataclass
+from typing import IO, Iterator, Optional
+
+from .errors import RoammailError, TempFailure
+from .syncmail_plan import Entry, ranges
+
+PROTOCOL = "H 1"
+BLOCK = 512
+TRAILER_BYTES = 512
+# How much of ssh's stderr is kept for error messages.
+STDERR_KEEP = 64 * 1024
+READ_CHUNK = 256 * 1024
+# ssh exits 255 when it cannot connect or the connection fails.
+SSH_FAILURE = 255
+
+REMOTE_SCRIPT = r"""
+LC_ALL=C; export LC_ALL
+umask 077
+md=$1; stamp=$2
+case $md in
+"~") md=$HOME ;;
+"~/"*) md=$HOME/${md#??} ;;
+-*) md=./$md ;;
+esac
+cd "$md" 2>/dev/null || { printf 'E cannot change to the maildir\n'; exit 3; }
+[ -d new ] && [ -d tmp ] || { printf 'E not a maildir (no new/ or tmp/)\n'; exit 3; }
+# GNU tar unquotes backslash escapes in operand names unless told not to.
+tarq=
+case $(tar --version 2>/dev/null) in *GNU*) tarq=--no-unquote ;; esac
+printf 'H 1\n'
+ref=.syncmail-ref.$$
+if (cd tmp && TZ=UTC0 touch -t "$stamp" "$ref") 2>/dev/null; then
+  (cd tmp && find . ! -name . -prune -type f ! -name "$ref" ! -newer "$ref" \
+     -exec sh -c 'for f do printf "%s\000" "${f#./}"; done' sh {} +
+   rm -f "$ref")
+fi
+printf '\000'
+cd new || { printf 'E cannot change to new/\n'; exit 3; }
+set -- * .[!.]* ..?*
+i=0
+for f do
+  i=$((i+1))
+  if [ -L "$f" ]; then t=l
+  elif [ -f "$f" ]; then t=f
+  elif [ -d "$f" ]; then t=d
+  elif [ -e "$f" ]; then t=o
+  else continue
+  fi
+  printf '%s %s %s\000' "$i" "$t" "$f"
+done
+printf '\000'
+set -f
+refs() {
+  R=; I=
+  for r do
+    case $r in
+    ''|*[!0-9-]*|-*|*-) return 1 ;;
+    *-*) a=${r%-*}; b=${r#*-}
+         while [ "$a" -le "$b" ]; do R="$R \"./\${$a}\""; I="$I $a"; a=$((a+1)); done ;;
+    *) R="$R \"./\${$r}\""; I="$I $r" ;;
+    esac
+  done
+}
+while IFS= read -r line; do
+  cmd=${line%% *}; spec=${line#"$cmd"}
+  refs $spec || { printf 'E bad request\n'; exit 3; }
+  case $cmd in
+  C) W=
+     for n in $I; do
+       eval "f=\${$n}"
+       if [ -f "$f" ] && [ ! -L "$f" ]; then W="$W \"./\${$n}\""; fi
+     done
+     [ -n "$W" ] && eval "wc -c -- $W"
+     printf 'END\n' ;;
+  T) if [ -n "$R" ]; then eval "tar cf - $tarq -- $R"; st=$?; else st=0; fi
+     printf '%-511s\n' "T $st" ;;
+  R) [ -n "$R" ] && eval "rm -f -- $R"
+     for n in $I; do
+       eval "f=\${$n}"
+       if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\n' "$n"; fi
+     done
+     printf 'END\n' ;;
+  Q) exit 0 ;;
+  *) printf 'E bad request\n'; exit 3 ;;
+  esac
+done
+"""
+
+
+class ConnectError(TempFailure):
+    """The ssh connection could not be made or broke: try again later."""
+
+
+class RemoteError(RoammailError):
+    """The remote side refused (no such maildir) or spoke out of protocol."""
+
+    exit_code = 1
+
+
+def remote_command(maildir: str, stamp: str) -> str:
+    """The command line ssh gives the remote login shell: sh with our
+    program, the maildir and the stale-tmp stamp, each quoted."""
+    return " ".join(["exec", "/bin/sh", "-c", shlex.quote(REMOTE_SCRIPT), "syncmail-remote",
+                     shlex.quote(maildir), shlex.quote(stamp)])
+
+
+class Reader:
+    """Buffered reads of exact sizes and separated records from a pipe."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.buf = bytearray()
+        self.pos = 0
+
+    def _fill(self) -> bool:
+        read = getattr(self.raw, "read1", self.raw.read)
+        chunk = read(READ_CHUNK)
+        if not chunk:
+            return False
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += chunk
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to n bytes (fewer only at end of input); what tarfile calls."""
+        if n is None or n < 0:
+            raise ValueError("Reader.read needs a size")
+        while len(self.buf) - self.pos < n:
+            if not self._fill():
+                break
+        end = min(self.pos + n, len(self.buf))
+        data = bytes(self.buf[self.pos:end])
+        self.pos = end
+        return data
+
+    def record(self, sep: bytes) -> Optional[bytes]:
+        """The bytes up to the next `sep` (which is consumed), None at EOF."""
+        while True:
+            i = self.buf.find(sep, self.pos)
+            if i >= 0:
+                data = bytes(self.buf[self.pos:i])
+                self.pos = i + len(sep)
+                return data
+            if not self._fill():
+                return None
+
+
+@dataclass
+class Listing:
+    stale_tmp: list
+    entries: list  # syncmail_plan.Entry
+
+
+class RemoteSession:
+    """One ssh process running REMOTE_SCRIPT; see the module docstring."""
+
+    def __init__(self, host: str, maildir: str, stamp: str,
+                 ssh_program: str = "ssh") -> None:
+        from plumbum import local
+
+        self.host = host
+        self.maildir = maildir
+        ssh = local[ssh_program]
+        argv = ["-T", "-o", "BatchMode=yes", "--", host, remote_command(maildir, stamp)]
+        try:
+            self.proc = ssh[argv].popen(stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise ConnectError(f"cannot run {ssh_program}: {exc.strerror or exc}") from exc
+        self.reader = Reader(self.proc.stdout)
+        self._stderr = bytearray()
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _drain_stderr(self) -> None:
+        stream = self.proc.stderr
+        while True:
+            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+            if not chunk:
+                return
+            keep = STDERR_KEEP - len(self._stderr)
+            if keep > 0:
+                self._stderr += chunk[:keep]
+
+    def stderr_text(self) -> str:
+        text = bytes(self._stderr).decode("utf-8", "replace").strip()
+        return " ".join(text.split())[:600]
+
+    def broken(self, what: str) -> ConnectError:
+        """The exception for a session that ended out of turn."""
+        try:
+            status = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            status = None
+        self._stderr_thread.join(timeout=2)
+        why = self.stderr_text()
+        if why:
+            detail = f": {why}"
+        else:
+            detail = f" (ssh exit status {status})" if status is not None else ""
+        return ConnectError(f"{self.host}: connection lost {what}{detail}")
+
+    def _send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            raise self.broken("while sending a request") from None
+
+    def _line(self, what: str) -> str:
+        data = self.reader.record(b"\n")
+        if data is None:
+            raise self.broken(what)
+        text = data.decode("utf-8", "surrogateescape")
+        if text.startswith("E "):
+            raise RemoteError(f"{self.host}:{self.maildir}: {text[2:]}")
+        return text
+
+    # -- the phases -----------------------------------------------------------
+
+    def hello(self) -> None:
+        """Wait for the remote program's greeting; ConnectError or RemoteError."""
+        data = self.reader.record(b"\n")
+        if data is None:
+            try:
+                status = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                status = None
+            self._stderr_thread.join(timeout=2)
+            why = self.stderr_text() or f"ssh exit status {status}"
+            raise ConnectError(f"cannot connect to {self.host}: {why}")
+        text = data.decode("utf-8", "replace")
+        if text.startswith("E "):
+            raise RemoteError(f"{self.host}:{self.maildir}: {text[2:]}")
+        if text != PROTOCOL:
+            raise RemoteError(f"{self.host}: unexpected greeting {text[:80]!r} (does the "
+                              "login shell print something?)")
+
+    def listing(self) -> Listing:
+        stale = []
+        while True:
+            rec = self.reader.record(b"\0")
+            if rec is None:
+                raise self.broken("while listing tmp/")
+            if not rec:
+                break
+            stale.append(os.fsdecode(rec))
+        entries = []
+        while True:
+            rec = self.reader.record(b"\0")
+            if rec is None:
+                raise self.broken("while listing new/")
+            if not rec:
+                break
+            index, kind, name = rec.split(b" ", 2)
+            entries.append(Entry(int(index), kind.decode(), os.fsdecode(name)))
+        return Listing(stale, entries)
+
+    def sizes(self, indices: list[int]) -> dict[str, int]:
+        """name -> size of the regular files among `indices`, now."""
+        self._send("C " + ranges(indices))
+        out: dict[str, int] = {}
+        while True:
+            text = self._line("while checking sizes")
+            if text == "END":
+                return out
+            number, _, name = text.lstrip(" ").partition(" ")
+            if name.startswith("./") and number.isdigit():
+                out[name[2:]] = int(number)
+
+    def fetch(self, indices: list[int]) -> Iterator[tuple[tarfile.TarInfo, IO[bytes]]]:
+        """Yield (member, stream) for each member of the tar stream of
+        `indices`; each stream must be read (or left) before the next.
+        Afterwards the trailer is read; tar's status is in self.tar_status."""
+        self._send("T " + ranges(indices))
+        self.tar_status = None
+        try:
+            archive = tarfile.open(fileobj=self.reader, mode="r|", bufsize=BLOCK,  # type: ignore[call-overload]
+                                   encoding="utf-8", errors="surrogateescape")
+        except tarfile.ReadError:
+            archive = None  # an empty archive: only zero blocks
+        except (EOFError, tarfile.TarError) as exc:
+            raise self.broken(f"in the tar stream ({exc})") from None
+        if archive is not None:
+            try:
+                for member in archive:
+                    stream = archive.extractfile(member) if member.isreg() else None
+                    yield member, stream
+            except (EOFError, tarfile.TarError) as exc:
+                raise self.broken(f"in the tar stream ({exc})") from None
+        self._trailer()
+
+    def _trailer(self) -> None:
+        while True:
+            block = self.reader.read(BLOCK)
+            if len(block) < BLOCK:
+                raise self.broken("after the tar stream")
+            if block.count(0) == BLOCK:
+                continue
+            text = block.decode("ascii", "replace").strip()
+            if not text.startswith("T "):
+                raise RemoteError(f"{self.host}: the tar stream ended out of protocol")
+            self.tar_status = int(text[2:]) if text[2:].isdigit() else None
+            return
+
+    def remove(self, indices: list[int]) -> set[int]:
+        """rm -f the files at `indices`; return the indices still there."""
+        self._send("R " + ranges(indices))
+        left: set[int] = set()
+        while True:
+            text = self._line("while removing")
+            if text == "END":
+                return left
+            if text.isdigit():
+                left.add(int(text))
+
+    def close(self) -> int:
+        """Say goodbye and wait for ssh; return its exit status."""
+        try:
+            self.proc.stdin.write(b"Q\n")
+            self.proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            status = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait()
+        self._stderr_thread.join(timeout=2)
+        return status
+
+    def abort(self) -> None:
+        """Kill ssh (after an error); never raises."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
