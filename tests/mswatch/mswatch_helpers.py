@@ -1,0 +1,104 @@
+"""Helpers of the mswatch tests (imported by conftest.py and the tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+START_TIMEOUT = 20.0  # s: both watchers ready and the first full sync done
+WAIT_TIMEOUT = 15.0  # s: the longest any single expectation may take
+
+
+class Running:
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, stderr: Path) -> None:
+        self.argv = argv
+        self.log = log
+        self.stderr_path = stderr
+        self.err = open(stderr, "wb")
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.err, stderr=self.err, start_new_session=True)
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_log(self, needle: str, count: int = 1, timeout: float = WAIT_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if text.count(needle) >= count:
+                return text
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {count}x {needle!r} in the log after {timeout} s "
+                             f"(exit {self.proc.poll()}):\n{self.text()}\n{self.stderr()}")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def stop(self, timeout: float = WAIT_TIMEOUT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        self.err.close()
+
+
+RECORDER = """#!/bin/sh
+# A sync program for the mswatch tests: records each start and end.
+log={log}
+count=$(cat "$log" 2>/dev/null | grep -c '^START')
+echo "START $(date +%s.%N) $*" >> "$log"
+status=0
+{sleep}
+if [ "$count" -lt {fail_first} ]; then status=1; {run}fi
+echo "END $(date +%s.%N) $status" >> "$log"
+exit $status
+"""
+
+
+def starts(log: Path) -> list[tuple[float, list[str]]]:
+    """(time, args) of each START the recorder wrote."""
+    if not log.exists():
+        return []
+    found = []
+    for line in log.read_text().splitlines():
+        parts = line.split(" ")
+        if parts[0] == "START":
+            found.append((float(parts[1]), parts[2:]))
+    return found
+
+
+def wait_starts(log: Path, count: int, timeout: float = WAIT_TIMEOUT) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = starts(log)
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{len(starts(log))} sync starts, wanted {count}:\n"
+                         f"{log.read_text() if log.exists() else '(no log)'}")
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
