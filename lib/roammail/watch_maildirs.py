@@ -1,25 +1,100 @@
 """watch-maildirs: print the name of each maildir folder that changes.
 
 Usage:
-  watch-maildirs [-m DIR]
+  watch-maildirs [-m DIR | --maildir=DIR] [--exit-on-new-folder]
+  watch-maildirs -V | --version
   watch-maildirs -h | --help
 
 Options:
-  -m DIR --maildir=DIR  The base maildir [default: $MAILDIR or ~/Maildir].
-  -h --help             Show this help.
-
-Not implemented yet: this release only answers --help.
+  -m DIR, --maildir=DIR  The base maildir (INBOX), which holds the Maildir++
+                         folders .NAME; default: $MAILDIR, else ~/Maildir.
+  --exit-on-new-folder   Exit 2 when a folder is created, removed or
+                         renamed, as the original watch_maildirs did,
+                         instead of following the change.
+  -V, --version          Print the version.
+  -h, --help             Show this help (-? too).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
-from .cli import guarded, not_implemented
+from . import __version__
+from .cli import docopt_args, guarded
+from .errors import UsageError
+from .watch import MaildirWatch, WatchError, stream_changes
+
+TOOL = "watch-maildirs"
+STDOUT = 1
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: stop quietly, exit 0."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated
+
+
+def default_maildir(environ: dict[str, str]) -> str:
+    """$MAILDIR, else $HOME/Maildir (the password entry's home without $HOME)."""
+    if environ.get("MAILDIR"):
+        return os.path.expanduser(environ["MAILDIR"])
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, "Maildir")
+
+
+def run(argv: list[str] | None, environ: dict[str, str]) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    # -? is the original's help option, which docopt cannot spell (but a
+    # directory named "-?" after -m is a directory).
+    if any(arg == "-?" and (i == 0 or args_in[i - 1] != "-m")
+           for i, arg in enumerate(args_in)):
+        sys.stdout.write(__doc__.strip() + "\n")
+        sys.stdout.flush()
+        return 0
+    try:
+        args = docopt_args(__doc__, args_in)
+    except UsageError as exc:  # the original exits 1 on every error
+        raise WatchError(str(exc)) from None
+    if args["--version"]:
+        sys.stdout.write(f"{TOOL} (roammail) {__version__}\n")
+        sys.stdout.flush()
+        return 0
+    maildir = args["--maildir"] or default_maildir(environ)
+    try:
+        os.fstat(STDOUT)
+    except OSError:
+        raise WatchError("standard output is closed") from None
+    watch = MaildirWatch(maildir, exit_on_new_folder=args["--exit-on-new-folder"])
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        watch.start()
+        stream_changes(watch, STDOUT)
+    except _Terminated:
+        pass
+    finally:
+        watch.close()
+    # The reader went away (or SIGTERM): nothing is left for stdout to take.
+    _silence_stdout()
+    return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of a
+    closed pipe cannot complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, STDOUT)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    return guarded("watch-maildirs", lambda: not_implemented("watch-maildirs", __doc__, argv))
+    return guarded(TOOL, lambda: run(argv, dict(os.environ)))
 
 
 if __name__ == "__main__":
