@@ -65,17 +65,20 @@ def guarded(tool: str, body: Callable[[], int | None]) -> int:
         return EX_SOFTWARE
 
 
-def docopt_args(usage: str, argv: list[str] | None, version: str | None = None) -> dict:
+def docopt_args(usage: str, argv: list[str] | None, version: str | None = None,
+                options_first: bool = False) -> dict:
     """Parse argv with docopt-ng; a bad command line raises UsageError.
 
-    `--help` prints the usage and exits 0, as docopt does.
+    `--help` prints the usage and exits 0, as docopt does.  With
+    options_first, everything from the first operand on is an operand (a
+    wrapper's command: `inputkill ls -l` runs `ls -l`).
     """
     from docopt import DocoptExit, docopt  # imported late: heavy for extsmail
 
     from .errors import UsageError
 
     try:
-        return docopt(usage, argv=argv, version=version)
+        return docopt(usage, argv=argv, version=version, options_first=options_first)
     except DocoptExit as exc:
         raise UsageError(usage_problem(str(exc))) from None
 
