@@ -145,9 +145,6 @@ for tool in $TOOLS; do
     [ -f "$src/bin/$tool" ] || die "bin/$tool is missing from the source tree"
     write_launcher "$tool" "$tool"
 done
-for alias in $ALIASES; do
-    write_launcher "${alias%%=*}" "${alias#*=}"
-done
 
 for page in "$src"/man/*.[1-8]; do
     [ -f "$page" ] || continue
@@ -156,6 +153,18 @@ for page in "$src"/man/*.[1-8]; do
     mkdirs "share/man/man$section"
     install -m 644 "$page" "$root/share/man/man$section/$name"
     record "share/man/man$section/$name"
+done
+
+# An alias gets its launcher and, where the tool has a page, a page that
+# points at it (man watch_maildirs).
+for alias in $ALIASES; do
+    write_launcher "${alias%%=*}" "${alias#*=}"
+    if [ -f "$src/man/${alias#*=}.1" ]; then
+        mkdirs share/man/man1
+        printf '.so man1/%s.1\n' "${alias#*=}" > "$root/share/man/man1/${alias%%=*}.1"
+        chmod 644 "$root/share/man/man1/${alias%%=*}.1"
+        record "share/man/man1/${alias%%=*}.1"
+    fi
 done
 
 for hook in $HOOKS; do

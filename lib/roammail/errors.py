@@ -15,6 +15,7 @@ EX_NOINPUT = 66      # an input file is missing or unreadable
 EX_UNAVAILABLE = 69  # a service or program is not there
 EX_SOFTWARE = 70     # internal error; also "not implemented"
 EX_OSERR = 71        # an operating system call failed
+EX_CANTCREAT = 73    # an output file (a spool file) cannot be created
 EX_IOERR = 74        # input/output error
 EX_TEMPFAIL = 75     # temporary failure: try again later
 EX_CONFIG = 78       # configuration error
@@ -54,6 +55,10 @@ class TempFailure(RoammailError):
     """A temporary failure: the same call may work later."""
 
     exit_code = EX_TEMPFAIL
+
+
+class AlreadyRunning(TempFailure):
+    """Another instance holds the lock (of a spool, of a pid file)."""
 
 
 class ConfigError(RoammailError):

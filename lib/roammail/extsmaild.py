@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from . import __version__, child, config, locations, spool
 from .cli import EXIT_INTERRUPTED, docopt_args, guarded
-from .errors import EX_TEMPFAIL, ConfigError, DataError, RoammailError, UsageError
+from .errors import EX_TEMPFAIL, AlreadyRunning, ConfigError, DataError, RoammailError, UsageError
 
 TOOL = "extsmaild"
 
@@ -409,13 +409,9 @@ def lock_or_fail(spool_dir: str) -> int:
     spool.check_spool_dir(spool_dir)
     fd = spool.acquire_instance_lock(spool_dir)
     if fd is None:
-        raise InstanceRunning(f"another extsmaild is running on {spool_dir} "
+        raise AlreadyRunning(f"another extsmaild is running on {spool_dir} "
                               f"({os.path.join(spool_dir, spool.LOCK_NAME)} is locked)")
     return fd
-
-
-class InstanceRunning(RoammailError):
-    exit_code = EX_TEMPFAIL
 
 
 def run_batch(settings: Settings, stall_timeout: float, *, take_lock: bool) -> int:

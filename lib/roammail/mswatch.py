@@ -40,7 +40,7 @@ from typing import Optional
 
 from . import __version__, hookdirs, locations
 from .cli import docopt_args, guarded
-from .errors import EX_TEMPFAIL, RoammailError, UnavailableError
+from .errors import AlreadyRunning, RoammailError, UnavailableError
 from .mswatch_config import MswatchConfig, Store, read_mswatchrc
 from .mswatch_plan import Schedule, StartSync, Wait, decide, sync_argv
 
@@ -52,10 +52,6 @@ LOOP_TICK = 30.0  # s: the longest select() ever sleeps (a safety net, not a pol
 READ_CHUNK = 65536
 MAX_LINE = 4096  # a watcher line longer than this is nonsense: dropped
 PR_SET_PDEATHSIG = 1
-
-
-class AlreadyRunning(RoammailError):
-    exit_code = EX_TEMPFAIL
 
 
 # ------------------------------------------------------------------ children

@@ -34,7 +34,7 @@ import os
 import stat
 
 from .durable import fsync_dir, write_durably
-from .errors import DataError, IOFailure, RoammailError
+from .errors import EX_CANTCREAT, DataError, IOFailure, RoammailError
 from .maildir import unique_name
 
 TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
@@ -56,7 +56,7 @@ MAX_HEADER = 8 << 20
 class SpoolError(RoammailError):
     """The spool directory cannot be used (missing, wrong mode, not ours)."""
 
-    exit_code = 73  # EX_CANTCREAT: the message cannot be queued
+    exit_code = EX_CANTCREAT  # the message cannot be queued
 
 
 def encode_header(args: list[bytes]) -> bytes:
