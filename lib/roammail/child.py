@@ -141,11 +141,25 @@ def _seconds(value: float | None) -> str:
     return f"{number} second" if number == 1 else f"{number} seconds"
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def signal_group(pgid: int, signum: int) -> None:
+    """Send signum to the process group pgid; never to groups 0 and 1 or our
+    own.  A group that is gone (or no longer ours) is not an error."""
+    if pgid <= 1 or pgid == os.getpgrp():
+        return
     try:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
-        pass  # the group is gone (or is no longer ours)
+        pass
+
+
+
+
+def describe_returncode(code: int) -> str:
+    """A subprocess return code as text: "exit status 3", or for a negative
+    code "killed by signal 9 (SIGKILL)"."""
+    if code < 0:
+        return f"killed by signal {-code} ({_signal_name(-code)})"
+    return f"exit status {code}"
 
 
 def _group_alive(pgid: int) -> bool:
@@ -207,10 +221,10 @@ def kill_group(pgid: int, grace: float) -> int | None:
     _check_pgid(pgid)
     if not _group_alive(pgid):
         return None
-    _signal_group(pgid, signal.SIGTERM)
+    signal_group(pgid, signal.SIGTERM)
     if _await_group(pgid, time.monotonic() + grace):
         return signal.SIGTERM
-    _signal_group(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL)
     return signal.SIGKILL
 
 
@@ -332,7 +346,7 @@ class _Pump:
                 # The main child is dead; make sure the rest of its group is
                 # too before its stdin is closed (EOF) below.
                 if not _await_group(proc.pid, self.kill_deadline):
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    signal_group(proc.pid, signal.SIGKILL)
         except BaseException:
             if proc.poll() is None or self.kill_deadline is not None:
                 kill_group(proc.pid, self.grace)
@@ -371,7 +385,7 @@ class _Pump:
                     return
             elif self.kill_deadline is not None:
                 if not self.killed_hard and now >= self.kill_deadline:
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    signal_group(proc.pid, signal.SIGKILL)
                     self.killed_hard = True
             else:
                 if self.should_abort is not None and now >= next_abort_check:
@@ -485,7 +499,7 @@ class _Pump:
                 self.sel.unregister(stdin)
             except KeyError:
                 pass
-        _signal_group(self.proc.pid, signal.SIGTERM)
+        signal_group(self.proc.pid, signal.SIGTERM)
 
     def _close_pipes(self, keep_stdin: bool = False) -> None:
         pipes = [self.proc.stdout, self.proc.stderr]

@@ -39,10 +39,12 @@ import time
 from typing import Optional
 
 from . import __version__, hookdirs, locations
+from .child import describe_returncode, signal_group
 from .cli import docopt_args, guarded
 from .errors import AlreadyRunning, RoammailError, UnavailableError
 from .mswatch_config import MswatchConfig, Store, read_mswatchrc
 from .mswatch_plan import Schedule, StartSync, Wait, decide, sync_argv
+from .supervise import spawn_dying_with_us
 
 TOOL = "mswatch"
 WATCHER_BACKOFF_FIRST = 1.0  # s before the first restart of a dead watcher; doubles
@@ -51,48 +53,14 @@ SYNC_STOP_GRACE = 10.0  # s a running sync has to end after SIGTERM when we stop
 LOOP_TICK = 30.0  # s: the longest select() ever sleeps (a safety net, not a poll)
 READ_CHUNK = 65536
 MAX_LINE = 4096  # a watcher line longer than this is nonsense: dropped
-PR_SET_PDEATHSIG = 1
 
 
 # ------------------------------------------------------------------ children
 
 
-def _child_setup(libc, parent: int):
-    """preexec_fn: die with us (PR_SET_PDEATHSIG SIGKILL), as supervise.py does."""
-    import ctypes
-
-    def setup() -> None:
-        if libc is not None:
-            libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0))
-            if os.getppid() != parent:
-                os._exit(127)
-    return setup
-
-
-def _libc():
-    try:
-        from .supervise import _libc as load
-
-        return load()
-    except OSError:
-        return None
-
-
 def spawn(argv: list, *, stdin, stdout, stderr) -> subprocess.Popen:
     """Start argv in its own session and process group, dying with us."""
-    return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                            start_new_session=True, close_fds=True,
-                            preexec_fn=_child_setup(_libc(), os.getpid()))
-
-
-def signal_group(pgid: int, signum: int) -> None:
-    if pgid <= 1 or pgid == os.getpgrp():
-        return
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+    return spawn_dying_with_us(argv, stdin=stdin, stdout=stdout, stderr=stderr)
 
 
 def stop_group(proc: subprocess.Popen, grace: float) -> None:
@@ -107,16 +75,6 @@ def stop_group(proc: subprocess.Popen, grace: float) -> None:
         proc.wait(timeout=5.0)
     except subprocess.TimeoutExpired:
         pass
-
-
-def describe_status(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = str(-code)
-        return f"killed by signal {-code} ({name})"
-    return f"exit status {code}"
 
 
 class Watcher:
@@ -297,7 +255,7 @@ class Mswatch:
     def on_eof(self, watcher: Watcher, now: float) -> None:
         code = watcher.close()
         watcher.schedule_restart(now)
-        status = describe_status(code) if code is not None else "gone"
+        status = describe_returncode(code) if code is not None else "gone"
         self.log.warning("store %s: watcher ended (%s); restarting in %.0f s",
                          watcher.store.name, status, watcher.backoff)
 
@@ -357,7 +315,7 @@ class Mswatch:
             self.say("synced %s in %.1f s: exit status 0", self._what(action), took)
         else:
             self.log.warning("sync of %s failed after %.1f s: %s; retry in %.0f s",
-                             self._what(action), took, describe_status(code),
+                             self._what(action), took, describe_returncode(code),
                              self.schedule.backoff)
         if hooks and not self.dry:
             self.run_hooks("post", code if code >= 0 else 128 - code)

@@ -45,9 +45,11 @@ import errno
 import os
 import select
 import signal
+import subprocess
 import time
 from typing import Callable, Iterable, Mapping
 
+from .child import signal_group
 from .cli import docopt_args
 from .errors import EX_SOFTWARE, RoammailError
 
@@ -281,7 +283,7 @@ class Supervisor:
         while self._pending:
             signum = self._pending.pop(0)
             if self.pid is not None and not self.exited:
-                _signal_group(self.pid, signum)
+                signal_group(self.pid, signum)
 
     def _reap(self) -> None:
         """Collect exited children without blocking."""
@@ -358,16 +360,7 @@ class Supervisor:
             else:
                 groups.add(pgid)
         for group in groups:
-            _signal_group(group, signum)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    if pgid <= 1 or pgid == os.getpgrp():
-        return
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+            signal_group(group, signum)
 
 
 def _signal_pid(pid: int, signum: int) -> None:
@@ -377,3 +370,24 @@ def _signal_pid(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def spawn_dying_with_us(argv: list, **popen_kwargs) -> subprocess.Popen:
+    """subprocess.Popen of argv in its own session and process group, with
+    the parent-death signal SIGKILL set, so it never outlives us (mswatch's
+    watchers and syncs).  Extra keyword arguments go to Popen."""
+    try:
+        libc = _libc()
+    except OSError:
+        libc = None
+    parent = os.getpid()
+
+    def setup() -> None:
+        if libc is not None:
+            libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0))
+            if os.getppid() != parent:  # we died before prctl took effect
+                os._exit(127)
+
+    return subprocess.Popen(argv, start_new_session=True, close_fds=True, preexec_fn=setup,
+                            **popen_kwargs)
