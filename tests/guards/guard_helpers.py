@@ -1,6 +1,6 @@
 """Helpers for the tests of inputkill and socketwatch: processes seen through /proc.
 
-PID 1 of some sandboxes does not reap orphans, so a killed orphan may stay a
+PID 1 of some containers does not reap orphans, so a killed orphan may stay a
 zombie for ever: "running" here means present and not a zombie.  Every wait
 is bounded.  `Cleanup` kills, at the end of a test, whatever it was told
 about (Popen objects, and processes carrying a marker in their argv).
