@@ -43,6 +43,8 @@ TRAILER_BYTES = 512
 # How much of ssh's stderr is kept for error messages.
 STDERR_KEEP = 64 * 1024
 READ_CHUNK = 256 * 1024
+# At most this many indices in one C request (see RemoteSession.sizes).
+SIZE_CHUNK = 500
 # ssh exits 255 when it cannot connect or the connection fails.
 SSH_FAILURE = 255
 
@@ -294,16 +296,24 @@ class RemoteSession:
         return Listing(stale, entries)
 
     def sizes(self, indices: list[int]) -> dict[str, int]:
-        """name -> size of the regular files among `indices`, now."""
-        self._send("C " + ranges(indices))
+        """name -> size of the regular files among `indices`, now.
+
+        Asked in requests of at most SIZE_CHUNK indices, all sent before
+        the answers are read: the remote shell builds its word lists by
+        string concatenation, which is quadratic in a request's length."""
+        wanted = sorted(set(indices))
+        chunks = [wanted[i:i + SIZE_CHUNK] for i in range(0, len(wanted), SIZE_CHUNK)] or [[]]
+        self._send("\n".join("C " + ranges(chunk) for chunk in chunks))
         out: dict[str, int] = {}
-        while True:
-            text = self._line("while checking sizes")
-            if text == "END":
-                return out
-            number, _, name = text.lstrip(" ").partition(" ")
-            if name.startswith("./") and number.isdigit():
-                out[name[2:]] = int(number)
+        for _ in chunks:
+            while True:
+                text = self._line("while checking sizes")
+                if text == "END":
+                    break
+                number, _, name = text.lstrip(" ").partition(" ")
+                if name.startswith("./") and number.isdigit():
+                    out[name[2:]] = int(number)
+        return out
 
     def fetch(self, indices: list[int]) -> Iterator[tuple[tarfile.TarInfo, IO[bytes]]]:
         """Yield (member, stream) for each member of the tar stream of

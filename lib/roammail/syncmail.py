@@ -21,11 +21,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import logging
 import os
 import sys
 import tarfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -50,6 +52,12 @@ STALE_TMP_SECONDS = 36 * 3600
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 64 * 1024 * 1024
 COPY_CHUNK = 256 * 1024
+# Messages up to this size are read from the tar stream in one call.
+WHOLE_MESSAGE_BYTES = 1024 * 1024
+# Such messages are written (and fsynced) by this many threads, with at
+# most MAX_PENDING of them in memory.
+WRITER_THREADS = 8
+MAX_PENDING = 64
 
 log = logging.getLogger("roammail.syncmail")
 
@@ -309,6 +317,21 @@ def _chunks(head: bytes, stream) -> object:
         yield chunk
 
 
+class _Left(str):
+    """Why a message stays on the server (a copy's outcome)."""
+
+
+@dataclass
+class _Pending:
+    """A message whose copy a writer thread is making."""
+
+    name: str
+    size: int
+    dest: str
+    action: Action
+    future: object
+
+
 class Mover:
     """Moves one source's new mail; `run()` returns a Result."""
 
@@ -317,6 +340,8 @@ class Mover:
         self.dry_run = dry_run
         self.result = Result()
         self.dirty: set[str] = set()
+        self.made: set[str] = set()  # maildirs made (or found) in this run
+        self.pool = None  # writer threads, made on first use
         self.label = source.name if source.path else f"{source.host}:{source.remote}"
 
     def left(self, name: str, why: str) -> None:
@@ -344,6 +369,10 @@ class Mover:
         except BaseException:
             session.abort()
             raise
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+                self.pool = None
         return self.result
 
     def _run(self, session, listing, index: LocalIndex, journal: Journal) -> None:
@@ -380,8 +409,33 @@ class Mover:
             journal.entries.update(wanted)
             journal.save()
         stored: dict[str, int] = {}
-        failure: Optional[RoammailError] = None
         seen: set[str] = set()
+        pending: deque[_Pending] = deque()
+        try:
+            return self._fetch_batch(session, batch, by_name, index, journal, wanted,
+                                     stored, seen, pending)
+        finally:
+            # On the way out with an error: let the copies in flight end
+            # (they are in the journal); their outcome is not needed.
+            for item in pending:
+                try:
+                    item.future.result()
+                except Exception:  # noqa: BLE001 - already failing
+                    pass
+
+    def _collect(self, item: _Pending, stored: dict, failure, index: LocalIndex):
+        try:
+            if self._settle(item, index):
+                stored[item.name] = item.size
+        except RoammailError as exc:
+            if failure is None:
+                log.error("%s: %s", self.label, exc)
+            return failure or exc
+        return failure
+
+    def _fetch_batch(self, session, batch, by_name, index: LocalIndex, journal: Journal,
+                     wanted: dict, stored: dict, seen: set, pending) -> bool:
+        failure: Optional[RoammailError] = None
         for member, stream in session.fetch([e.index for e, _ in batch]):
             name = member.name[2:] if member.name.startswith("./") else None
             if name is None or name not in wanted or name in seen:
@@ -397,8 +451,7 @@ class Mover:
             if failure is not None:
                 continue  # drain: the stream must be read to its end
             try:
-                if self._store(name, member, stream, index):
-                    stored[name] = member.size
+                outcome = self._store(name, member, stream, index)
             except (EOFError, tarfile.TarError) as exc:
                 # The stream broke mid-message (a cut connection): the
                 # partial file was never linked; nothing is removed.
@@ -406,6 +459,16 @@ class Mover:
             except RoammailError as exc:
                 failure = exc
                 log.error("%s: %s", self.label, exc)
+                continue
+            if isinstance(outcome, _Pending):
+                pending.append(outcome)
+                while len(pending) > MAX_PENDING or (pending and pending[0].future.done()):
+                    failure = self._collect(pending.popleft(), stored, failure, index)
+            elif outcome:
+                stored[name] = member.size
+        # Every copy finished before anything is removed on the server.
+        while pending:
+            failure = self._collect(pending.popleft(), stored, failure, index)
         for name in wanted:
             if name not in seen:
                 self.left(name, "it vanished before the copy")
@@ -418,14 +481,24 @@ class Mover:
                 self.left(name, "not stored here")
         return failure is not None
 
-    def _store(self, name: str, member, stream, index: LocalIndex) -> bool:
-        """Store one message where the rules say; True if it is safely
-        stored (or discarded), False if it must stay on the server."""
+    def _store(self, name: str, member, stream, index: LocalIndex):
+        """Store one message where the rules say: True if it is safely
+        stored (or discarded), False if it must stay on the server, or a
+        Future of a small message's copy (see _settle)."""
         from .headers import header_lines, read_head
 
-        head = read_head(stream)
-        action = choose(self.source.rules, header_lines(head))
         size = member.size
+        whole: Optional[bytes] = None
+        if size <= WHOLE_MESSAGE_BYTES:
+            # One read instead of a readline per header line; short data
+            # (a cut stream) raises in tarfile, or here.
+            whole = stream.read(size)
+            if len(whole) != size:
+                raise EOFError("unexpected end of data")
+            head = read_head(io.BytesIO(whole))
+        else:
+            head = read_head(stream)
+        action = choose(self.source.rules, header_lines(head))
         if action.kind == "discard":
             if self.dry_run:
                 print(f"would discard {name} ({size} bytes), rule at line {action.line}")
@@ -444,35 +517,80 @@ class Mover:
             self.result.moved += 1
             self.result.bytes += size
             return True
-        maildir.make_maildir(dest)
+        self._make_maildir(dest)
+        if action.kind == "archive":
+            self._make_maildir(action.target)
         mtime = float(member.mtime)
-        chunks = _chunks(head, stream)
+        if whole is not None:
+            # The tar stream goes on in this thread while a writer thread
+            # writes, fsyncs and links this copy: the fsyncs overlap.
+            future = self._writers().submit(self._copy, name, whole, dest, action, mtime)
+            return _Pending(name, size, dest, action, future)
+        outcome = self._copy(name, _chunks(head, stream), dest, action, mtime)
+        return self._finish(_Pending(name, size, dest, action, None), outcome, index)
+
+    def _copy(self, name: str, data, dest: str, action: Action, mtime: float):
+        """Write the copies of one message (the archive's first): the
+        inbox path, or a str saying why it stays on the server (a
+        _Left).  Runs in a writer thread for a message held in memory."""
         if action.kind == "archive":
             # The archive copy first: the inbox copy is what marks it done.
-            maildir.make_maildir(action.target)
-            try:
-                maildir.deliver(action.target, chunks, name=name, mtime=mtime)
-            except FileExistsError:
+            archived = os.path.join(action.target, "new", name)
+            if os.path.lexists(archived):
+                # Checked before the copy, which would consume the stream.
                 log.info("%s: %s is in the archive %s already", self.label, name,
                          action.target)
-                chunks = _chunks(head, stream)
             else:
-                archived = os.path.join(action.target, "new", name)
-                chunks = open(archived, "rb")  # noqa: SIM115 - closed below
+                try:
+                    maildir.deliver(action.target, data, name=name, mtime=mtime)
+                except FileExistsError:
+                    if not isinstance(data, bytes):
+                        # It appeared meanwhile and the stream is read: keep
+                        # the message on the server; the next run copies it.
+                        return _Left(f"it appeared in the archive {action.target} "
+                                     "during the copy")
+                    log.info("%s: %s is in the archive %s already", self.label, name,
+                             action.target)
+                else:
+                    if not isinstance(data, bytes):
+                        data = open(archived, "rb")  # noqa: SIM115 - closed below
         try:
-            path = self._write(dest, name, chunks, mtime)
+            return self._write(dest, name, data, mtime)
         except FileExistsError:
-            self.left(name, f"a message of that name is here already ({dest})")
-            return False
+            return _Left(f"a message of that name is here already ({dest})")
         finally:
-            if hasattr(chunks, "close"):
-                chunks.close()
-        index.add(name, path)
+            if hasattr(data, "close"):
+                data.close()
+
+    def _writers(self):
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="syncmail-write")
+        return self.pool
+
+    def _settle(self, pending: _Pending, index: LocalIndex) -> bool:
+        """Wait for a writer thread's copy; True if the message is stored.
+        Raises what the copy raised (a RoammailError: it stays on the server)."""
+        return self._finish(pending, pending.future.result(), index)
+
+    def _finish(self, pending: _Pending, outcome, index: LocalIndex) -> bool:
+        name, size, dest, action = pending.name, pending.size, pending.dest, pending.action
+        if isinstance(outcome, _Left):
+            self.left(name, str(outcome))
+            return False
+        index.add(name, outcome)
         self.result.moved += 1
         self.result.bytes += size
         where = dest if action.kind != "archive" else f"{dest} (archived in {action.target})"
         log.info("%s: moved %s (%d bytes) to %s", self.label, name, size, where)
         return True
+
+    def _make_maildir(self, path: str) -> None:
+        """maildir.make_maildir, once per directory and run."""
+        if path not in self.made:
+            maildir.make_maildir(path)
+            self.made.add(path)
 
     def _write(self, dest: str, name: str, chunks, mtime: float) -> str:
         """Like maildir.deliver, but the directory fsyncs are left to
