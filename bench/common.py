@@ -311,3 +311,27 @@ def ms(seconds: float) -> str:
 
 def times(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.2f}x"
+
+
+def clean_up(tag: str, root: Path, keep: bool) -> None:
+    """End this run's leftover processes; remove (or keep) its directory."""
+    import shutil
+
+    left = sweep(tag)
+    if left:
+        print(f"\n(ended {left} leftover process(es) of this run)", file=sys.stderr)
+    if keep:
+        print(f"\nkept {root}", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_main(name: str, run, args) -> int:
+    """A benchmark's main: BenchError is one line and exit 2; ^C is 130."""
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

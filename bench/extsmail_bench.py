@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -590,24 +589,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if ours is not None and c is not None:
             stop_daemons(ours, c)
-        left = common.sweep(tag)
-        if left:
-            print(f"\n(ended {left} leftover process(es) of this run)", file=sys.stderr)
-        if args.keep:
-            print(f"\nkept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        common.clean_up(tag, root, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"extsmail_bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return common.run_main("extsmail_bench", run, parse_args(argv))
 
 
 if __name__ == "__main__":

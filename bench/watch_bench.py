@@ -435,24 +435,11 @@ def run(args: argparse.Namespace) -> int:
             ["metric", "watch-maildirs", "inotifywait", "ours/peer", "target", "met"], rows))
         return 0
     finally:
-        left = common.sweep(tag)
-        if left:
-            print(f"\n(ended {left} leftover process(es) of this run)", file=sys.stderr)
-        if args.keep:
-            print(f"\nkept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        common.clean_up(tag, root, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"watch_bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return common.run_main("watch_bench", run, parse_args(argv))
 
 
 if __name__ == "__main__":
