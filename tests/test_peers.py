@@ -301,7 +301,12 @@ def test_stop_closes_open_connections_quickly() -> None:
     assert time.monotonic() - started < 2
     try:
         for sock in socks:
-            assert sock.recv(1024) == b""  # the server closed it
+            # The server closed it: an orderly EOF, or a reset when the
+            # close raced our unread data; both end the connection.
+            try:
+                assert sock.recv(1024) == b""
+            except ConnectionResetError:
+                pass
     finally:
         for sock in socks:
             sock.close()

@@ -52,8 +52,8 @@ class Received:
     content: bytes
 
 
-class _Counter:
-    """A thread-safe connection counter."""
+class Counter:
+    """A thread-safe counter (connections, commands seen)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -134,7 +134,7 @@ class SmtpServer:
         self.data_response = "250 OK"
         self._lock = threading.Lock()
         self._messages: list[Received] = []
-        self._connections = _Counter()
+        self._connections = Counter()
         self._transports: set[asyncio.BaseTransport] = set()
         self._controller = _Controller(self, host)
         self._running = False
@@ -255,7 +255,7 @@ class ScriptedServer:
         self._listener.settimeout(POLL_INTERVAL_S)
         self.port: int = self._listener.getsockname()[1]
         self.stopping = threading.Event()
-        self._connections = _Counter()
+        self._connections = Counter()
         self._lock = threading.Lock()
         self._clients: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []

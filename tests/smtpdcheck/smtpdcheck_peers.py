@@ -30,6 +30,8 @@ import threading
 import time
 from typing import Optional
 
+from peers.smtp import Counter
+
 POLL_S = 0.05
 STOP_TIMEOUT_S = 5.0
 LATE_S = 1.0
@@ -50,21 +52,6 @@ BEHAVIOURS = (*GREETINGS, "silent", "closed")
 
 def family_of(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
-
-
-class Counter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._value = 0
-
-    def add(self) -> None:
-        with self._lock:
-            self._value += 1
-
-    @property
-    def value(self) -> int:
-        with self._lock:
-            return self._value
 
 
 class Listener:
@@ -110,7 +97,7 @@ class Listener:
                 continue
             except OSError:
                 return
-            self._connections.add()
+            self._connections.increment()
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             with self._lock:
                 self._clients.append(conn)
@@ -154,11 +141,11 @@ class Listener:
             self._drain(conn)
             return
         if behaviour == "late" and self._wait(conn, LATE_S):
-            self._early.add()
+            self._early.increment()
         parts = GREETINGS[behaviour]
         for n, part in enumerate(parts):
             if n and self._wait(conn, SLOW_LINE_S):
-                self._early.add()
+                self._early.increment()
             conn.sendall(part)
         if behaviour in ("554", "421"):
             self._drain(conn)
@@ -176,7 +163,7 @@ class Listener:
                 line, _, buffer = buffer.partition(b"\n")
                 verb = line.strip().split(b" ", 1)[0].upper()
                 if verb == b"QUIT":
-                    self._quits.add()
+                    self._quits.increment()
                     conn.sendall(b"221 bye\r\n")
                     return
                 conn.sendall(b"250 ok\r\n" if verb in (b"EHLO", b"HELO", b"NOOP")
