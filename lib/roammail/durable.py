@@ -6,6 +6,13 @@ fsync it, move it into place, fsync the directory.  A crash (kill -9, power
 loss) at any moment leaves either the old state or the whole new file under
 its final name, never a partial one; a temporary file may be left behind.
 
+`write_durably` does it all for one file.  For many files at once (a
+syncmail batch) the same steps come apart: `Batch.stage` writes each under
+its temporary name, `Batch.sync` makes them all durable (one syncfs(2) per
+file system where that is as good as an fsync(2) of each, see Batch),
+`publish` gives each its name, and the caller fsyncs the directories.
+`publish` refuses a file that is not durable yet.
+
 Contracts:
 - `write_durably` never replaces an existing file unless `overwrite=True`
   (it moves with link(2), which fails on an existing name, symlinks
@@ -18,7 +25,8 @@ Contracts:
 - If it fails after the file reached its final name (the directory fsync),
   the file there is complete; only its durability is unknown.
 - It must stay cheap to import (extsmail, run for every mail, imports it):
-  the standard library's os and errno only (typing is for type checkers).
+  the standard library's os and errno only (typing is for type checkers;
+  ctypes is imported by the first Batch that needs syncfs).
 """
 
 from __future__ import annotations
@@ -159,6 +167,241 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+class Staged:
+    """A complete file under a temporary name, not yet under its own:
+    what `stage` returns and `publish` (or `abandon`) consumes."""
+
+    __slots__ = ("temp", "final", "synced")
+
+    def __init__(self, temp: str, final: str, synced: bool) -> None:
+        self.temp = temp      # the temporary file, complete
+        self.final = final    # the name publish() gives it
+        self.synced = synced  # fsynced already (else a Batch syncs it)
+
+
+def _check_names(name: str, source: object, tmp_prefix: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise DataError(f"not a plain file name: {name!r}")
+    if isinstance(source, str):
+        raise TypeError("write_durably writes bytes, not str")
+    if "/" in tmp_prefix or "\0" in tmp_prefix:
+        raise ValueError(f"tmp_prefix must not contain '/' or NUL: {tmp_prefix!r}")
+
+
+def stage(directory: str, name: str, source: Source, *,
+          tmp_dir: str | None = None, tmp_prefix: str = ".tmp.",
+          mode: int = 0o600, mtime: float | None = None, sync: bool = True) -> Staged:
+    """Write all of `source` to a fresh temporary file for `directory`/`name`.
+
+    The file is made in `tmp_dir` (same file system as `directory`) or
+    else in `directory`, named `tmp_prefix`..., created with `mode` (less
+    the umask), written fully, given `mtime` if set, and fsynced if
+    `sync`; without `sync` a Batch must make it durable before publish().
+    Raises as write_durably does, after removing the temporary file.
+    """
+    _check_names(name, source, tmp_prefix)
+    final = os.path.join(directory, name)
+    temp_dir = directory if tmp_dir is None else tmp_dir
+    temp, fd = _create_temp(temp_dir, tmp_prefix, name, mode)
+    try:
+        try:
+            _copy_source(fd, source)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)  # close(2) can report a delayed write error (NFS)
+    except _SourceError as exc:
+        _remove_quietly(temp)
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise IOFailure(f"cannot write {final}: reading the data failed: "
+                        f"{_reason(cause)}") from cause
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise _failure("write", final, exc) from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    return Staged(temp, final, sync)
+
+
+def publish(staged: Staged, *, overwrite: bool = False) -> str:
+    """Give the staged file its final name; return that path.
+
+    link(2), which never replaces anything (FileExistsError, unchanged, if
+    the name exists), or rename(2) if `overwrite`.  The temporary name is
+    removed either way.  The directory is not fsynced: that is the
+    caller's (fsync_dir), before relying on the name.  The file must be
+    durable first (stage(sync=True), or Batch.sync()).
+    """
+    if not staged.synced:
+        raise ValueError(f"{staged.temp} is not durable yet: Batch.sync() first")
+    temp, final = staged.temp, staged.final
+    try:
+        if overwrite:
+            os.rename(temp, final)
+        else:
+            os.link(temp, final)
+    except FileExistsError:
+        _remove_quietly(temp)
+        raise
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise _failure("rename" if overwrite else "link", f"{temp} to {final}", exc) from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    if not overwrite:
+        # The data is safe under its final name now; a temporary link that
+        # cannot be removed is only litter, not a reason to report failure.
+        _remove_quietly(temp)
+    return final
+
+
+def abandon(staged: Staged) -> None:
+    """Remove a staged file that will not be published; never raises."""
+    _remove_quietly(staged.temp)
+
+
+# ------------------------------------------------------------ batches
+#
+# A batch of files is made durable with one syncfs(2) per file system
+# instead of one fsync(2) per file: on a journalling file system each fsync
+# is a journal commit and a cache flush, syncfs is one for all.  That is
+# only done where syncfs is known to write and wait for every dirty file
+# and its metadata, as an fsync of each would, and to report write-back
+# errors (Linux >= 5.8).  FUSE's syncfs, for one, may do nothing at all:
+# everywhere else each file is fsynced as it is staged.
+
+SYNCFS_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs"})
+SYNCFS_MIN_LINUX = (5, 8)  # syncfs(2) returns write-back errors since 5.8
+
+_syncfs_function: object = None  # libc's syncfs, once looked up; False: none
+
+
+def linux_version(release: str) -> tuple[int, int] | None:
+    """(major, minor) of a Linux release string such as "6.1.0-18-amd64"."""
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1].split("-")[0] if c.isdigit()))
+    except (IndexError, ValueError):
+        return None
+
+
+def syncfs_suffices(fs_type: str | None, system: str, release: str,
+                    trusted: frozenset = SYNCFS_FILE_SYSTEMS) -> bool:
+    """True if one syncfs(2) makes every staged file on a file system of
+    `fs_type` as durable as an fsync(2) of each would, with errors
+    reported, on this `system` (os.uname().sysname) and `release`."""
+    if system != "Linux" or fs_type not in trusted:
+        return False
+    version = linux_version(release)
+    return version is not None and version >= SYNCFS_MIN_LINUX
+
+
+def file_system_type(path: str) -> str | None:
+    """The type (ext4, xfs, fuse.sshfs...) of the mounted file system
+    holding `path`, from /proc/self/mountinfo; None if unknown."""
+    try:
+        dev = os.stat(path).st_dev
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError:
+        return None
+    want = f"{os.major(dev)}:{os.minor(dev)}".encode()
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) > 4 and fields[2] == want and b"-" in fields[6:]:
+            rest = fields[fields.index(b"-", 6) + 1:]
+            return os.fsdecode(rest[0]) if rest else None
+    return None
+
+
+def _libc_syncfs():
+    global _syncfs_function
+    if _syncfs_function is None:
+        try:
+            import ctypes  # only batches need it: extsmail never pays for it
+
+            _syncfs_function = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _syncfs_function = False
+    return _syncfs_function or None
+
+
+def syncfs(directory: str) -> None:
+    """syncfs(2) the file system holding `directory`.  Raises IOFailure."""
+    import ctypes
+
+    function = _libc_syncfs()
+    if function is None:
+        raise IOFailure(f"cannot sync the file system of {directory}: no syncfs(2)")
+    try:
+        fd = os.open(directory, _DIR_FLAGS)
+    except OSError as exc:
+        raise _failure("open directory", directory, exc) from exc
+    try:
+        if function(fd) != 0:
+            number = ctypes.get_errno()
+            raise IOFailure(f"cannot sync the file system of {directory}: "
+                            f"{os.strerror(number)}")
+    finally:
+        os.close(fd)
+
+
+class Batch:
+    """Files staged together and made durable together.
+
+    `stage()` writes each file under a temporary name; `sync()` makes all
+    of them durable; then the caller `publish()`es each and fsyncs the
+    directories (fsync_dir) before relying on the names.  On a file system
+    where syncfs_suffices(), sync() is one syncfs(2) per file system; on
+    any other, stage() fsyncs each file and sync() has nothing left to do.
+    `trusted`: the file system types syncfs is used on.
+    """
+
+    def __init__(self, trusted: frozenset = SYNCFS_FILE_SYSTEMS) -> None:
+        self.trusted = trusted
+        self._device_of: dict[str, int | None] = {}  # temp dir -> st_dev to syncfs, or None
+        self._waiting: dict[int, str] = {}  # st_dev -> a directory on it
+        self._unsynced: list[Staged] = []
+
+    def _syncfs_device(self, directory: str) -> int | None:
+        if directory not in self._device_of:
+            uname = os.uname()
+            device = None
+            if (syncfs_suffices(file_system_type(directory), uname.sysname, uname.release,
+                                self.trusted) and _libc_syncfs() is not None):
+                try:
+                    device = os.stat(directory).st_dev
+                except OSError:
+                    device = None
+            self._device_of[directory] = device
+        return self._device_of[directory]
+
+    def stage(self, directory: str, name: str, source: Source, *,
+              tmp_dir: str | None = None, **options) -> Staged:
+        """durable.stage(), fsynced now only where sync() cannot do it."""
+        where = directory if tmp_dir is None else tmp_dir
+        device = self._syncfs_device(where)
+        staged = stage(directory, name, source, tmp_dir=tmp_dir, sync=device is None,
+                       **options)
+        if device is not None:
+            self._waiting.setdefault(device, where)
+            self._unsynced.append(staged)
+        return staged
+
+    def sync(self) -> None:
+        """Make every file staged so far durable.  Raises IOFailure."""
+        for directory in self._waiting.values():
+            syncfs(directory)
+        self._waiting.clear()
+        for staged in self._unsynced:
+            staged.synced = True
+        self._unsynced.clear()
+
+
 def write_durably(directory: str, name: str, source: Source, *,
                   tmp_dir: str | None = None, tmp_prefix: str = ".tmp.",
                   mode: int = 0o600, mtime: float | None = None,
@@ -181,56 +424,10 @@ def write_durably(directory: str, name: str, source: Source, *,
 
     With sync_directory=False the final fsync of `directory` is left to
     the caller, who batches it (fsync_dir) and must do it before relying
-    on the name (syncmail: before removing anything on the server).
+    on the name.
     """
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise DataError(f"not a plain file name: {name!r}")
-    if isinstance(source, str):
-        raise TypeError("write_durably writes bytes, not str")
-    if "/" in tmp_prefix or "\0" in tmp_prefix:
-        raise ValueError(f"tmp_prefix must not contain '/' or NUL: {tmp_prefix!r}")
-    final = os.path.join(directory, name)
-    temp_dir = directory if tmp_dir is None else tmp_dir
-    temp, fd = _create_temp(temp_dir, tmp_prefix, name, mode)
-    try:
-        try:
-            _copy_source(fd, source)
-            if mtime is not None:
-                os.utime(fd, (mtime, mtime))
-            os.fsync(fd)
-        finally:
-            os.close(fd)  # close(2) can report a delayed write error (NFS)
-    except _SourceError as exc:
-        _remove_quietly(temp)
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        raise IOFailure(f"cannot write {final}: reading the data failed: "
-                        f"{_reason(cause)}") from cause
-    except OSError as exc:
-        _remove_quietly(temp)
-        raise _failure("write", final, exc) from exc
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-
-    try:
-        if overwrite:
-            os.rename(temp, final)
-        else:
-            os.link(temp, final)
-    except FileExistsError:
-        _remove_quietly(temp)
-        raise
-    except OSError as exc:
-        _remove_quietly(temp)
-        raise _failure("rename" if overwrite else "link", f"{temp} to {final}", exc) from exc
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    if not overwrite:
-        # The data is safe under its final name now; a temporary link that
-        # cannot be removed is only litter, not a reason to report failure.
-        _remove_quietly(temp)
-
+    final = publish(stage(directory, name, source, tmp_dir=tmp_dir, tmp_prefix=tmp_prefix,
+                          mode=mode, mtime=mtime, sync=True), overwrite=overwrite)
     # The temporary directory is not fsynced: after a crash the temporary
     # name may come back, as litter beside a complete file, which the
     # owners of tmp/ directories clean up (maildir's 36-hour rule).

@@ -5,8 +5,9 @@ It owns the rules of https://cr.yp.to/proto/maildir.html as the tools apply
 them: a message is written in tmp/, fsynced, then linked into new/ (or cur/)
 under a name that is checked first, and the directory is fsynced; a
 delivery never replaces an existing message.  It never writes a file except
-through durable.write_durably, never follows a symlink where a message is
-expected (see is_safe_message), and never deletes a message.
+through durable (write_durably, or a durable.Batch for many at once),
+never follows a symlink where a message is expected (see
+is_safe_message), and never deletes a message.
 
 Maildir++ folders: "INBOX" is the base maildir itself; folder "foo.bar" is
 the maildir base/.foo.bar ("." is the hierarchy separator).
@@ -27,7 +28,7 @@ TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
 if TYPE_CHECKING:
     from typing import Literal, Union
 
-    from .durable import Source
+    from .durable import Batch, Source, Staged
 
 INBOX = "INBOX"
 SUBDIRS = ("cur", "new", "tmp")
@@ -219,6 +220,20 @@ def deliver(maildir: str, source: Source, *, name: str | None = None,
     return write_durably(os.path.join(maildir, subdir), name, source,
                          tmp_dir=os.path.join(maildir, "tmp"), mode=0o600,
                          mtime=mtime, overwrite=False, sync_directory=sync_directory)
+
+
+def stage(batch: Batch, maildir: str, source: Source, *, name: str,
+          subdir: str = "new", mtime: float | None = None) -> Staged:
+    """deliver() in steps, for many messages at once: write `source` in
+    `maildir`/tmp for `maildir`/`subdir`/`name` through `batch`
+    (durable.Batch); after batch.sync(), durable.publish() links it into
+    place and the caller fsyncs `subdir`.  Raises as deliver() does,
+    except FileExistsError, which publish() raises."""
+    if subdir not in ("new", "cur"):
+        raise ValueError(f"subdir must be 'new' or 'cur', not {subdir!r}")
+    check_message_name(name)
+    return batch.stage(os.path.join(maildir, subdir), name, source,
+                       tmp_dir=os.path.join(maildir, "tmp"), mode=0o600, mtime=mtime)
 
 
 def message_exists(maildir: str, name: str) -> bool:

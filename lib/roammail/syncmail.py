@@ -27,15 +27,15 @@ import os
 import sys
 import tarfile
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
-from . import hookdirs, locations, maildir
+from . import durable, hookdirs, locations, maildir
 from .cli import docopt_args, guarded
 from .config import Token, TokenStream, describe, read_config_file, shorten, tokenize
 from .durable import fsync_dir, write_file_atomically
 from .errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, IOFailure, RoammailError, UsageError
+from .remote import ConnectError
 from .syncmail_plan import Action, Entry, LocalCopy, batches, choose, plan_listing, removable
 
 TOOL = "syncmail"
@@ -54,10 +54,6 @@ BATCH_BYTES = 64 * 1024 * 1024
 COPY_CHUNK = 256 * 1024
 # Messages up to this size are read from the tar stream in one call.
 WHOLE_MESSAGE_BYTES = 1024 * 1024
-# Such messages are written (and fsynced) by this many threads, with at
-# most MAX_PENDING of them in memory.
-WRITER_THREADS = 8
-MAX_PENDING = 64
 
 log = logging.getLogger("roammail.syncmail")
 
@@ -307,11 +303,16 @@ class _Busy(Exception):
     pass
 
 
-def _chunks(head: bytes, stream) -> object:
+def _chunks(head: bytes, stream, session) -> object:
+    """The rest of a large message from the tar stream, after its `head`.
+    A stream that breaks mid-message is the connection's failure."""
     if head:
         yield head
     while True:
-        chunk = stream.read(COPY_CHUNK)
+        try:
+            chunk = stream.read(COPY_CHUNK)
+        except (EOFError, tarfile.TarError) as exc:
+            raise session.broken(f"in the tar stream ({exc})") from None
         if not chunk:
             return
         yield chunk
@@ -322,14 +323,24 @@ class _Left(str):
 
 
 @dataclass
-class _Pending:
-    """A message whose copy a writer thread is making."""
+class _Copy:
+    """A message of the batch in flight, staged under temporary names in
+    the maildirs it goes to (durable.Staged), not yet under its own."""
 
     name: str
     size: int
     dest: str
     action: Action
-    future: object
+    inbox: durable.Staged
+    archive: Optional[durable.Staged] = None
+    done: bool = False  # published, or its temporary files removed
+
+    def abandon(self) -> None:
+        if not self.done:
+            durable.abandon(self.inbox)
+            if self.archive is not None:
+                durable.abandon(self.archive)
+            self.done = True
 
 
 class Mover:
@@ -341,7 +352,6 @@ class Mover:
         self.result = Result()
         self.dirty: set[str] = set()
         self.made: set[str] = set()  # maildirs made (or found) in this run
-        self.pool = None  # writer threads, made on first use
         self.label = source.name if source.path else f"{source.host}:{source.remote}"
 
     def left(self, name: str, why: str) -> None:
@@ -369,10 +379,6 @@ class Mover:
         except BaseException:
             session.abort()
             raise
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
-                self.pool = None
         return self.result
 
     def _run(self, session, listing, index: LocalIndex, journal: Journal) -> None:
@@ -403,39 +409,46 @@ class Mover:
                 break
 
     def _batch(self, session, batch, by_name, index: LocalIndex, journal: Journal) -> bool:
-        """Fetch and store one batch, then remove what was stored; True to stop."""
+        """Fetch and store one batch, then remove what was stored; True to stop.
+
+        Every message of the batch is first staged (written under a
+        temporary name); then one durable.Batch.sync() makes them all
+        durable, each gets its name, the directories are fsynced, and
+        only then is anything removed on the server."""
         wanted = {e.name: size for e, size in batch}
         if not self.dry_run:
             journal.entries.update(wanted)
             journal.save()
-        stored: dict[str, int] = {}
-        seen: set[str] = set()
-        pending: deque[_Pending] = deque()
+        staging = durable.Batch()
+        copies: list[_Copy] = []
+        stored: dict[str, int] = {}  # safely here, or discarded
         try:
-            return self._fetch_batch(session, batch, by_name, index, journal, wanted,
-                                     stored, seen, pending)
-        finally:
-            # On the way out with an error: let the copies in flight end
-            # (they are in the journal); their outcome is not needed.
-            for item in pending:
+            failure = self._fetch_batch(session, batch, wanted, staging, copies, stored)
+            if copies:
                 try:
-                    item.future.result()
-                except Exception:  # noqa: BLE001 - already failing
-                    pass
+                    staging.sync()
+                except RoammailError as exc:
+                    log.error("%s: %s", self.label, exc)
+                    failure = failure or exc
+                else:
+                    failure = self._publish(copies, stored, index) or failure
+        finally:
+            for copy in copies:
+                copy.abandon()  # those never published: nothing under a message name
+        if stored and not self.dry_run:
+            self._remove(session, stored, by_name, journal)
+        if failure is not None:
+            for name in wanted:
+                if name not in stored and name not in self.result.left:
+                    self.left(name, "not stored here")
+        return failure is not None
 
-    def _collect(self, item: _Pending, stored: dict, failure, index: LocalIndex):
-        try:
-            if self._settle(item, index):
-                stored[item.name] = item.size
-        except RoammailError as exc:
-            if failure is None:
-                log.error("%s: %s", self.label, exc)
-            return failure or exc
-        return failure
-
-    def _fetch_batch(self, session, batch, by_name, index: LocalIndex, journal: Journal,
-                     wanted: dict, stored: dict, seen: set, pending) -> bool:
+    def _fetch_batch(self, session, batch, wanted: dict, staging: durable.Batch,
+                     copies: list, stored: dict) -> Optional[RoammailError]:
+        """Read the batch's tar stream, staging each message (copies) or
+        noting it discarded (stored); return the first local failure."""
         failure: Optional[RoammailError] = None
+        seen: set[str] = set()
         for member, stream in session.fetch([e.index for e, _ in batch]):
             name = member.name[2:] if member.name.startswith("./") else None
             if name is None or name not in wanted or name in seen:
@@ -451,40 +464,34 @@ class Mover:
             if failure is not None:
                 continue  # drain: the stream must be read to its end
             try:
-                outcome = self._store(name, member, stream, index)
+                outcome = self._stage(name, member, stream, staging, session)
             except (EOFError, tarfile.TarError) as exc:
                 # The stream broke mid-message (a cut connection): the
                 # partial file was never linked; nothing is removed.
                 raise session.broken(f"in the tar stream ({exc})") from None
+            except ConnectError:
+                raise
             except RoammailError as exc:
                 failure = exc
                 log.error("%s: %s", self.label, exc)
                 continue
-            if isinstance(outcome, _Pending):
-                pending.append(outcome)
-                while len(pending) > MAX_PENDING or (pending and pending[0].future.done()):
-                    failure = self._collect(pending.popleft(), stored, failure, index)
-            elif outcome:
-                stored[name] = member.size
-        # Every copy finished before anything is removed on the server.
-        while pending:
-            failure = self._collect(pending.popleft(), stored, failure, index)
+            if isinstance(outcome, _Copy):
+                copies.append(outcome)
+            elif isinstance(outcome, _Left):
+                self.left(name, str(outcome))
+            else:
+                stored[name] = member.size  # discarded, or a dry run's
         for name in wanted:
             if name not in seen:
                 self.left(name, "it vanished before the copy")
         if session.tar_status not in (0, None):
             log.debug("%s: remote tar exited %s", self.label, session.tar_status)
-        if stored and not self.dry_run:
-            self._remove(session, stored, by_name, journal)
-        for name in wanted:
-            if name not in stored and name in seen and failure is not None:
-                self.left(name, "not stored here")
-        return failure is not None
+        return failure
 
-    def _store(self, name: str, member, stream, index: LocalIndex):
-        """Store one message where the rules say: True if it is safely
-        stored (or discarded), False if it must stay on the server, or a
-        Future of a small message's copy (see _settle)."""
+    def _stage(self, name: str, member, stream, staging: durable.Batch, session):
+        """Stage one message where the rules say: a _Copy; True if it is
+        discarded (or only shown, in a dry run); a _Left if it must stay
+        on the server."""
         from .headers import header_lines, read_head
 
         size = member.size
@@ -518,87 +525,84 @@ class Mover:
             self.result.bytes += size
             return True
         self._make_maildir(dest)
+        data = whole if whole is not None else _chunks(head, stream, session)
+        mtime = float(member.mtime)
+        archive = None
         if action.kind == "archive":
             self._make_maildir(action.target)
-        mtime = float(member.mtime)
-        if whole is not None:
-            # The tar stream goes on in this thread while a writer thread
-            # writes, fsyncs and links this copy: the fsyncs overlap.
-            future = self._writers().submit(self._copy, name, whole, dest, action, mtime)
-            return _Pending(name, size, dest, action, future)
-        outcome = self._copy(name, _chunks(head, stream), dest, action, mtime)
-        return self._finish(_Pending(name, size, dest, action, None), outcome, index)
-
-    def _copy(self, name: str, data, dest: str, action: Action, mtime: float):
-        """Write the copies of one message (the archive's first): the
-        inbox path, or a str saying why it stays on the server (a
-        _Left).  Runs in a writer thread for a message held in memory."""
-        if action.kind == "archive":
-            # The archive copy first: the inbox copy is what marks it done.
-            archived = os.path.join(action.target, "new", name)
-            if os.path.lexists(archived):
-                # Checked before the copy, which would consume the stream.
+            if os.path.lexists(os.path.join(action.target, "new", name)):
                 log.info("%s: %s is in the archive %s already", self.label, name,
                          action.target)
             else:
-                try:
-                    maildir.deliver(action.target, data, name=name, mtime=mtime)
-                except FileExistsError:
-                    if not isinstance(data, bytes):
-                        # It appeared meanwhile and the stream is read: keep
-                        # the message on the server; the next run copies it.
-                        return _Left(f"it appeared in the archive {action.target} "
-                                     "during the copy")
-                    log.info("%s: %s is in the archive %s already", self.label, name,
-                             action.target)
-                else:
-                    if not isinstance(data, bytes):
-                        data = open(archived, "rb")  # noqa: SIM115 - closed below
+                # The archive copy first: the inbox copy is what marks it done.
+                archive = maildir.stage(staging, action.target, data, name=name, mtime=mtime)
+                if whole is None:
+                    data = open(archive.temp, "rb")  # noqa: SIM115 - closed below
         try:
-            return self._write(dest, name, data, mtime)
-        except FileExistsError:
-            return _Left(f"a message of that name is here already ({dest})")
+            inbox = maildir.stage(staging, dest, data, name=name, mtime=mtime)
+        except BaseException:
+            if archive is not None:
+                durable.abandon(archive)
+            raise
         finally:
             if hasattr(data, "close"):
                 data.close()
+        return _Copy(name, size, dest, action, inbox, archive)
 
-    def _writers(self):
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+    def _publish(self, copies: list, stored: dict, index: LocalIndex) -> Optional[RoammailError]:
+        """Give each durable staged copy its name (the archive's first),
+        fsync the directories; note what is safely here in `stored`.
+        Return the first failure."""
+        failure: Optional[RoammailError] = None
+        for copy in copies:
+            if failure is not None:
+                break
+            try:
+                outcome = self._publish_one(copy)  # consumes its temporary files
+            except RoammailError as exc:
+                failure = exc
+                log.error("%s: %s", self.label, exc)
+                continue
+            if isinstance(outcome, _Left):
+                self.left(copy.name, str(outcome))
+                continue
+            index.add(copy.name, outcome)
+            stored[copy.name] = copy.size
+            self.result.moved += 1
+            self.result.bytes += copy.size
+            where = (copy.dest if copy.action.kind != "archive"
+                     else f"{copy.dest} (archived in {copy.action.target})")
+            log.info("%s: moved %s (%d bytes) to %s", self.label, copy.name, copy.size, where)
+        self.flush_dirs()  # before anything is removed on the server
+        return failure
 
-            self.pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="syncmail-write")
-        return self.pool
-
-    def _settle(self, pending: _Pending, index: LocalIndex) -> bool:
-        """Wait for a writer thread's copy; True if the message is stored.
-        Raises what the copy raised (a RoammailError: it stays on the server)."""
-        return self._finish(pending, pending.future.result(), index)
-
-    def _finish(self, pending: _Pending, outcome, index: LocalIndex) -> bool:
-        name, size, dest, action = pending.name, pending.size, pending.dest, pending.action
-        if isinstance(outcome, _Left):
-            self.left(name, str(outcome))
-            return False
-        index.add(name, outcome)
-        self.result.moved += 1
-        self.result.bytes += size
-        where = dest if action.kind != "archive" else f"{dest} (archived in {action.target})"
-        log.info("%s: moved %s (%d bytes) to %s", self.label, name, size, where)
-        return True
+    def _publish_one(self, copy: _Copy):
+        """The inbox path of a published copy, or a _Left.  Either way, and
+        when it raises, the copy's temporary files are gone."""
+        copy.done = True
+        if copy.archive is not None:
+            try:
+                durable.publish(copy.archive)
+            except FileExistsError:
+                log.info("%s: %s is in the archive %s already", self.label, copy.name,
+                         copy.action.target)
+            except BaseException:
+                durable.abandon(copy.inbox)
+                raise
+            else:
+                self.dirty.add(os.path.join(copy.action.target, "new"))
+        try:
+            path = durable.publish(copy.inbox)
+        except FileExistsError:
+            return _Left(f"a message of that name is here already ({copy.dest})")
+        self.dirty.add(os.path.join(copy.dest, "new"))
+        return path
 
     def _make_maildir(self, path: str) -> None:
         """maildir.make_maildir, once per directory and run."""
         if path not in self.made:
             maildir.make_maildir(path)
             self.made.add(path)
-
-    def _write(self, dest: str, name: str, chunks, mtime: float) -> str:
-        """Like maildir.deliver, but the directory fsyncs are left to
-        flush_dirs(), once per batch and always before any removal on
-        the server: the file itself is fsynced before it gets its name."""
-        path = maildir.deliver(dest, chunks, name=name, mtime=mtime, sync_directory=False)
-        self.dirty.add(os.path.join(dest, "new"))
-        return path
 
     def flush_dirs(self) -> None:
         for directory in sorted(self.dirty):
