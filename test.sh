@@ -23,7 +23,8 @@ die() { echo "$prog: $*" >&2; exit 1; }
 
 DEBS="openssh-server openssh-client isync bsd-mailx dma mandoc bats extsmail
 msmtp swaks neomutt git-email python3-venv iproute2 procps man-db
-libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace"
+libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace
+libarchive-tools pax"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""

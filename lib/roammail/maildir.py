@@ -44,6 +44,8 @@ _delivery_counter = itertools.count(1)
 def _control_character(text: str) -> str | None:
     """The first C0/C1 control character (NUL and newline included) or DEL
     in `text`, or None."""
+    if text.isascii() and text.isprintable():
+        return None  # the usual name, checked at C speed
     for char in text:
         code = ord(char)
         if code < 0x20 or 0x7F <= code <= 0x9F:

@@ -25,7 +25,7 @@ import io
 import logging
 import os
 import sys
-import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -36,7 +36,16 @@ from .config import Token, TokenStream, describe, read_config_file, shorten, tok
 from .durable import fsync_dir, write_file_atomically
 from .errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, IOFailure, RoammailError, UsageError
 from .remote import ConnectError
-from .syncmail_plan import Action, Entry, LocalCopy, batches, choose, plan_listing, removable
+from .syncmail_plan import (
+    INBOX_ACTION,
+    Action,
+    Entry,
+    LocalCopy,
+    batches,
+    choose,
+    plan_listing,
+    removable,
+)
 
 TOOL = "syncmail"
 
@@ -52,7 +61,8 @@ STALE_TMP_SECONDS = 36 * 3600
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 64 * 1024 * 1024
 COPY_CHUNK = 256 * 1024
-# Messages up to this size are read from the tar stream in one call.
+# Messages up to this size are read from the tar stream in one call (and
+# the first this many bytes of a larger one): headers.HEAD_LIMIT.
 WHOLE_MESSAGE_BYTES = 1024 * 1024
 
 log = logging.getLogger("roammail.syncmail")
@@ -180,6 +190,17 @@ def _rule(ts: TokenStream) -> Rule:
     return Rule(compiled.pattern, start.line, compiled.regex, action)
 
 
+def batch_messages() -> int:
+    """Messages per batch: BATCH_MESSAGES, or $ROAMMAIL_SYNCMAIL_BATCH."""
+    value = os.environ.get("ROAMMAIL_SYNCMAIL_BATCH")
+    if value is None:
+        return BATCH_MESSAGES
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError("ROAMMAIL_SYNCMAIL_BATCH must be a positive number, "
+                         f"not '{shorten(value)}'")
+    return int(value)
+
+
 def default_config() -> str:
     return os.path.join(locations.xdg_config_home(), "roammail", "syncmail.conf")
 
@@ -303,15 +324,16 @@ class _Busy(Exception):
     pass
 
 
-def _chunks(head: bytes, stream, session) -> object:
-    """The rest of a large message from the tar stream, after its `head`.
-    A stream that breaks mid-message is the connection's failure."""
-    if head:
-        yield head
+def _chunks(first: bytes, stream, session) -> object:
+    """A large message from the tar stream: `first`, what was read of it
+    already, then the rest.  A stream that breaks mid-message is the
+    connection's failure."""
+    if first:
+        yield first
     while True:
         try:
             chunk = stream.read(COPY_CHUNK)
-        except (EOFError, tarfile.TarError) as exc:
+        except EOFError as exc:
             raise session.broken(f"in the tar stream ({exc})") from None
         if not chunk:
             return
@@ -343,12 +365,61 @@ class _Copy:
             self.done = True
 
 
+@dataclass
+class _Flight:
+    """A batch on its way from the server's new/ to here: staged here,
+    made durable (syncfs in a thread, while the next batch is read), named
+    here, then checked and removed on the server."""
+
+    wanted: dict                                  # name -> size when listed
+    staging: durable.Batch = field(default_factory=durable.Batch)
+    copies: list = field(default_factory=list)    # _Copy, staged
+    stored: dict = field(default_factory=dict)    # name -> size: safely here, or discarded
+    answers: int = 0                              # size answers asked for
+    names: list = field(default_factory=list)     # asked to be removed on the server
+    failure: Optional[RoammailError] = None       # the first local one
+    _thread: Optional[threading.Thread] = None
+    _error: Optional[BaseException] = None
+
+    def start_sync(self) -> None:
+        """durable.Batch.sync() of the staged copies, in a thread."""
+        if self.copies:
+            self._thread = threading.Thread(target=self._sync, name="syncmail-sync",
+                                            daemon=True)
+            self._thread.start()
+
+    def _sync(self) -> None:
+        try:
+            self.staging.sync()
+        except BaseException as exc:  # noqa: BLE001 - handed to finish_sync()
+            self._error = exc
+
+    def finish_sync(self) -> None:
+        """Wait for start_sync(); raise what the sync raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def abandon(self) -> None:
+        """Remove the copies never published (a sync still running is
+        waited for first); nothing is left under a message name."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        for copy in self.copies:
+            copy.abandon()
+
+
 class Mover:
     """Moves one source's new mail; `run()` returns a Result."""
 
-    def __init__(self, source: Source, dry_run: bool) -> None:
+    def __init__(self, source: Source, dry_run: bool, batch: int = BATCH_MESSAGES) -> None:
         self.source = source
         self.dry_run = dry_run
+        self.batch = batch  # messages per batch
         self.result = Result()
         self.dirty: set[str] = set()
         self.made: set[str] = set()  # maildirs made (or found) in this run
@@ -383,13 +454,11 @@ class Mover:
 
     def _run(self, session, listing, index: LocalIndex, journal: Journal) -> None:
         entries: list[Entry] = listing.entries
-        regular = [e.index for e in entries if e.kind == "f"]
-        sizes = session.sizes(regular) if regular else {}
         listed = {e.name for e in entries}
         if any(name not in listed for name in journal.entries) and not self.dry_run:
             journal.entries = {n: s for n, s in journal.entries.items() if n in listed}
             journal.save()
-        plan = plan_listing(entries, sizes, index.lookup, journal.entries)
+        plan = plan_listing(entries, listing.sizes, index.lookup, journal.entries)
         for entry, reason in plan.refused:
             self.result.refused += 1
             self.left(ascii(entry.name)[1:-1], f"refused: {reason}")
@@ -399,57 +468,144 @@ class Mover:
         # Messages an interrupted run stored: only remove them on the server.
         if plan.confirm and not self.dry_run:
             confirmed = {e.name: size for e, size in plan.confirm}
-            self._remove(session, confirmed, by_name, journal)
+            flight = _Flight(confirmed, stored=confirmed, answers=session.send_sizes(
+                [by_name[n].index for n in confirmed]))
+            self._ask_removal(session, flight, by_name)
+            if flight.names:
+                session.send_removed()
+                self._removal_done(session, flight, by_name, journal)
+            journal.save()
             for name in confirmed:
                 log.info("%s: %s was already here (an interrupted run): removed on the "
                          "server", self.label, name)
-        for batch in batches(plan.fetch, BATCH_MESSAGES, BATCH_BYTES, lambda item: item[1]):
-            stop = self._batch(session, batch, by_name, index, journal)
-            if stop:
-                break
+        work = list(batches(plan.fetch, self.batch, BATCH_BYTES, lambda item: item[1]))
+        self._move_batches(session, work, by_name, index, journal)
 
-    def _batch(self, session, batch, by_name, index: LocalIndex, journal: Journal) -> bool:
-        """Fetch and store one batch, then remove what was stored; True to stop.
+    def _move_batches(self, session, work: list, by_name: dict, index: LocalIndex,
+                      journal: Journal) -> None:
+        """Move the batches of `work` through a pipeline: while this
+        machine reads and stages batch k, its file system makes batch k-1
+        durable (in a thread) and the server removes batch k-2 (rm in the
+        background there) and tars batch k+1.  Requests go ahead of their
+        answers (remote.py).  Each round, for batch k of n:
 
-        Every message of the batch is first staged (written under a
-        temporary name); then one durable.Batch.sync() makes them all
-        durable, each gets its name, the directories are fsynced, and
-        only then is anything removed on the server."""
-        wanted = {e.name: size for e, size in batch}
-        if not self.dry_run:
-            journal.entries.update(wanted)
-            journal.save()
-        staging = durable.Batch()
-        copies: list[_Copy] = []
-        stored: dict[str, int] = {}  # safely here, or discarded
+          a. read tar(k), staging each message (only reading it, after a
+             failure);
+          b. read the sizes asked for batch k-2 and ask to remove what is
+             still the size stored here; read what the removal of batch
+             k-3 left;
+          c. ask for tar(k+1), unless a failure stopped the run;
+          d. wait until batch k-1 is durable; journal it; name each of its
+             messages and fsync the directories; ask for the sizes of what
+             it stored, and what the removal of batch k-2 left;
+          e. start making batch k durable.
+
+        Rounds go on without a tar until every batch is through.  So a
+        message is removed on the server only after it is durable here,
+        and at most two batches are in both places at once, both in the
+        journal."""
+        if not work:
+            return
+        ids = [[e.index for e, _ in batch] for batch in work]
+        session.send_tar(ids[0])
+        asked = 1  # tars asked for
+        tar_pending = True
+        failure: Optional[RoammailError] = None
+        syncing = checking = removing = None  # the batches of steps d, b (sizes), b (removal)
+        staged: Optional[_Flight] = None
         try:
-            failure = self._fetch_batch(session, batch, wanted, staging, copies, stored)
-            if copies:
+            while tar_pending or syncing or checking or removing:
+                staged = None
+                if tar_pending:
+                    staged = _Flight({e.name: size for e, size in work[asked - 1]})
+                    self._fetch_batch(session, staged, stopped=failure)
+                    failure = failure or staged.failure
+                    tar_pending = False
+                if checking is not None:
+                    self._ask_removal(session, checking, by_name)
+                if removing is not None:
+                    self._removal_done(session, removing, by_name, journal)
+                removing, checking = (checking if checking and checking.names else None), None
+                if failure is None and asked < len(work):
+                    session.send_tar(ids[asked])
+                    asked += 1
+                    tar_pending = True
+                if syncing is not None:
+                    failure = self._publish_flight(syncing, journal, index) or failure
+                    if syncing.stored and not self.dry_run:
+                        syncing.answers = session.send_sizes(
+                            [by_name[n].index for n in syncing.stored])
+                        checking = syncing
+                    syncing = None
+                if removing is not None:
+                    session.send_removed()
+                if staged is not None:
+                    staged.start_sync()
+                    syncing = staged
+        finally:
+            for flight in (syncing, staged):
+                if flight is not None:
+                    flight.abandon()
+        if not self.dry_run:
+            journal.save()
+
+    def _publish_flight(self, flight: _Flight, journal: Journal,
+                        index: LocalIndex) -> Optional[RoammailError]:
+        """Wait until `flight` is durable, journal it and name its
+        messages; return its first failure."""
+        try:
+            if flight.copies:
                 try:
-                    staging.sync()
+                    flight.finish_sync()
                 except RoammailError as exc:
                     log.error("%s: %s", self.label, exc)
-                    failure = failure or exc
+                    flight.failure = flight.failure or exc
                 else:
-                    failure = self._publish(copies, stored, index) or failure
+                    journal.entries.update(flight.wanted)
+                    journal.save()  # before any of them has its name
+                    flight.failure = (self._publish(flight.copies, flight.stored, index)
+                                      or flight.failure)
         finally:
-            for copy in copies:
-                copy.abandon()  # those never published: nothing under a message name
-        if stored and not self.dry_run:
-            self._remove(session, stored, by_name, journal)
-        if failure is not None:
-            for name in wanted:
-                if name not in stored and name not in self.result.left:
+            flight.abandon()  # the copies not published
+        if flight.failure is not None:
+            for name in flight.wanted:
+                if name not in flight.stored and name not in self.result.left:
                     self.left(name, "not stored here")
-        return failure is not None
+        return flight.failure
 
-    def _fetch_batch(self, session, batch, wanted: dict, staging: durable.Batch,
-                     copies: list, stored: dict) -> Optional[RoammailError]:
-        """Read the batch's tar stream, staging each message (copies) or
-        noting it discarded (stored); return the first local failure."""
-        failure: Optional[RoammailError] = None
+    def _ask_removal(self, session, flight: _Flight, by_name: dict) -> None:
+        """Read the sizes asked for `flight`; ask to remove the files that
+        are still the regular files of the size stored here."""
+        flight.names = removable(flight.stored, session.read_sizes(flight.answers))
+        chosen = set(flight.names)
+        for name in flight.stored:
+            if name not in chosen:
+                self.left(name, "it changed on the server since it was listed")
+        if flight.names:
+            session.send_remove([by_name[n].index for n in flight.names])
+
+    def _removal_done(self, session, flight: _Flight, by_name: dict,
+                      journal: Journal) -> None:
+        """Read what a removal left (send_removed() was sent); drop the
+        removed from the journal (saved with the next batch, or at the
+        end)."""
+        still = session.read_removed()
+        for name in flight.names:
+            if by_name[name].index in still:
+                self.left(name, "it could not be removed on the server")
+            else:
+                journal.entries.pop(name, None)
+
+    def _fetch_batch(self, session, flight: _Flight,
+                     stopped: Optional[RoammailError] = None) -> None:
+        """Read the batch's tar stream, staging each message (flight.copies)
+        or noting it discarded (flight.stored); flight.failure is the first
+        local failure.  After `stopped`, an earlier failure, only read it."""
+        wanted, staging, copies, stored = (flight.wanted, flight.staging, flight.copies,
+                                           flight.stored)
+        failure = stopped
         seen: set[str] = set()
-        for member, stream in session.fetch([e.index for e, _ in batch]):
+        for member, stream in session.read_tar():
             name = member.name[2:] if member.name.startswith("./") else None
             if name is None or name not in wanted or name in seen:
                 log.warning("%s: unexpected tar member %r ignored", self.label, member.name)
@@ -465,7 +621,7 @@ class Mover:
                 continue  # drain: the stream must be read to its end
             try:
                 outcome = self._stage(name, member, stream, staging, session)
-            except (EOFError, tarfile.TarError) as exc:
+            except EOFError as exc:
                 # The stream broke mid-message (a cut connection): the
                 # partial file was never linked; nothing is removed.
                 raise session.broken(f"in the tar stream ({exc})") from None
@@ -486,26 +642,23 @@ class Mover:
                 self.left(name, "it vanished before the copy")
         if session.tar_status not in (0, None):
             log.debug("%s: remote tar exited %s", self.label, session.tar_status)
-        return failure
+        flight.failure = failure
 
     def _stage(self, name: str, member, stream, staging: durable.Batch, session):
         """Stage one message where the rules say: a _Copy; True if it is
         discarded (or only shown, in a dry run); a _Left if it must stay
         on the server."""
-        from .headers import header_lines, read_head
-
         size = member.size
-        whole: Optional[bytes] = None
-        if size <= WHOLE_MESSAGE_BYTES:
-            # One read instead of a readline per header line; short data
-            # (a cut stream) raises in tarfile, or here.
-            whole = stream.read(size)
-            if len(whole) != size:
-                raise EOFError("unexpected end of data")
-            head = read_head(io.BytesIO(whole))
-        else:
-            head = read_head(stream)
-        action = choose(self.source.rules, header_lines(head))
+        # The message, or its first WHOLE_MESSAGE_BYTES (HEAD_LIMIT: all of
+        # the header section that rules match), in one read; a cut stream
+        # raises EOFError.
+        first = stream.read(min(size, WHOLE_MESSAGE_BYTES))
+        whole = first if len(first) == size else None
+        action = INBOX_ACTION
+        if self.source.rules:
+            from .headers import header_lines, read_head
+
+            action = choose(self.source.rules, header_lines(read_head(io.BytesIO(first))))
         if action.kind == "discard":
             if self.dry_run:
                 print(f"would discard {name} ({size} bytes), rule at line {action.line}")
@@ -525,7 +678,7 @@ class Mover:
             self.result.bytes += size
             return True
         self._make_maildir(dest)
-        data = whole if whole is not None else _chunks(head, stream, session)
+        data = whole if whole is not None else _chunks(first, stream, session)
         mtime = float(member.mtime)
         archive = None
         if action.kind == "archive":
@@ -609,31 +762,14 @@ class Mover:
             fsync_dir(directory)
         self.dirty.clear()
 
-    def _remove(self, session, candidates: dict[str, int], by_name, journal: Journal) -> None:
-        self.flush_dirs()  # every stored name durable before any removal
-        indices = [by_name[n].index for n in candidates]
-        now = session.sizes(indices)
-        names = removable(candidates, now)
-        for name in candidates:
-            if name not in names:
-                self.left(name, "it changed on the server since it was listed")
-        if not names:
-            return
-        still = session.remove([by_name[n].index for n in names])
-        for name in names:
-            if by_name[name].index in still:
-                self.left(name, "it could not be removed on the server")
-            else:
-                journal.entries.pop(name, None)
-        journal.save()
-
 
 # ------------------------------------------------------------------ wiring
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
     from . import log as roamlog
 
-    roamlog.setup(TOOL, stderr=False, verbose=verbose)
+    logger = roamlog.setup(TOOL, stderr=False, verbose=verbose)
+    to_syslog = any(not isinstance(h, logging.NullHandler) for h in logger.handlers)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{TOOL}: %(message)s"))
     on_terminal = sys.stderr is not None and sys.stderr.isatty()
@@ -646,8 +782,12 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     else:
         handler.setLevel(logging.WARNING)  # cron: quiet unless something is wrong
     handler._roammail_handler = True  # type: ignore[attr-defined]  # replaced by setup()
-    logging.getLogger("roammail").addHandler(handler)
-    logging.getLogger("roammail").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.addHandler(handler)
+    # Lines nobody would see are not even made (a line per message moved).
+    if verbose:
+        logger.setLevel(logging.DEBUG)
+    else:
+        logger.setLevel(logging.INFO if to_syslog else max(logging.INFO, handler.level))
 
 
 def sources_from_args(args: dict) -> list[Source]:
@@ -676,7 +816,7 @@ def sources_from_args(args: dict) -> list[Source]:
     return sources
 
 
-def run_one(source: Source, args: dict) -> int:
+def run_one(source: Source, args: dict, batch: int = BATCH_MESSAGES) -> int:
     label = source.name if source.path else f"{source.host}:{source.remote}"
     endpoint = label
     hook_base = args["--hooks"] or hookdirs.default_base()
@@ -698,7 +838,7 @@ def run_one(source: Source, args: dict) -> int:
                               res.path, res.status)
                     _post(hook_base, endpoint, EXIT_LEFT, hook_log, env, label)
                     return EXIT_LEFT
-        status = _move(source, dry_run, label, started)
+        status = _move(source, dry_run, label, started, batch)
         if not dry_run:
             _post(hook_base, endpoint, status, hook_log, env, label)
         return status
@@ -713,10 +853,10 @@ def _post(base: str, endpoint: str, status: int, hook_log: str, env: dict, label
             log.error("%s: post-pull hook %s failed (%s)", label, res.path, res.status)
 
 
-def _move(source: Source, dry_run: bool, label: str, started: float) -> int:
+def _move(source: Source, dry_run: bool, label: str, started: float, batch: int) -> int:
     from .remote import ConnectError, RemoteError
 
-    mover = Mover(source, dry_run)
+    mover = Mover(source, dry_run, batch)
     status = EXIT_OK
     try:
         mover.run()
@@ -749,9 +889,10 @@ def run(argv: list[str] | None) -> int:
     args = docopt_args(__doc__, argv)
     setup_logging(bool(args["--verbose"]), bool(args["--quiet"]))
     sources = sources_from_args(args)
+    batch = batch_messages()
     status = EXIT_OK
     for source in sources:
-        status = max(status, run_one(source, args))
+        status = max(status, run_one(source, args, batch))
     return status
 
 

@@ -8,7 +8,9 @@ laptop's maildir), world.home (HOME, with XDG dirs below it).
 `world.run(*args)` runs the installed launcher with the test ssh wrapper
 first on PATH; `world.write_config(text)` writes the default config file.
 `world.deliver_remote(name, data, mtime)` writes a message into the server's
-new/ as an MDA would (tmp/, then rename).
+new/ as an MDA would (tmp/, then rename).  `world.batch = N` makes runs
+move N messages a batch, so that small tests go through every step of the
+pipeline (syncmail._move_batches).
 """
 
 from __future__ import annotations
@@ -30,11 +32,16 @@ class World:
     local: Path
     home: Path
 
+    batch: int | None = None  # messages per batch (ROAMMAIL_SYNCMAIL_BATCH), if not 1000
+
     def env(self, **extra: str) -> dict[str, str]:
         env = self.sshd.client_env(self.installed.env(), home=self.home)
         env["XDG_CONFIG_HOME"] = str(self.home / ".config")
         env["XDG_STATE_HOME"] = str(self.home / ".local" / "state")
         env.pop("ROAMMAIL_DEBUG", None)
+        env.pop("ROAMMAIL_SYNCMAIL_BATCH", None)
+        if self.batch is not None:
+            env["ROAMMAIL_SYNCMAIL_BATCH"] = str(self.batch)
         env.update(extra)
         return env
 

@@ -51,19 +51,20 @@ def check_all_local(world, made: dict[str, tuple[bytes, int]]) -> None:
         assert int(os.stat(path).st_mtime) == mtime, f"{name}: mtime differs"
 
 
-def check_nothing_lost(world, made: dict[str, tuple[bytes, int]]) -> int:
-    """Every message is on the server or whole on the laptop; return how
-    many are in both places."""
+def check_nothing_lost(world, made: dict[str, tuple[bytes, int]]) -> set[str]:
+    """Every message is on the server or whole on the laptop; return the
+    names in both places."""
     local = world.local_messages()
     server = world.server_new()
-    both = 0
+    both = set()
     for name, (data, _) in made.items():
         here = name in local
         there = name in server
         assert here or there, f"{name} lost"
         if here:
             assert Path(local[name]).read_bytes() == data, f"{name} stored damaged"
-        both += here and there
+        if here and there:
+            both.add(name)
     # No stray half-written files under a message name.
     for sub in ("new", "cur"):
         for entry in os.listdir(world.local / sub):

@@ -106,3 +106,11 @@ def test_default_hook_base(world):
     world.basic_config()
     assert world.run().returncode == 0
     assert flag.exists()
+
+
+def test_bad_batch_size_is_a_usage_error(world):
+    world.basic_config()
+    result = world.run(ROAMMAIL_SYNCMAIL_BATCH="0")
+    assert result.returncode == 64
+    assert result.stderr == ("syncmail: ROAMMAIL_SYNCMAIL_BATCH must be a positive number, "
+                             "not '0'\n")

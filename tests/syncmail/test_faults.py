@@ -3,8 +3,9 @@
 The guarantee (syncmail(1), GUARANTEES): after any interruption every
 message is on the server, or whole on the laptop, or both; never lost,
 never half-written under its name, never overwritten.  Messages in both
-places are those of the batch in flight; the next run removes them on the
-server (the journal says they were ours) without copying them again.
+places are those of the (at most two) batches in flight, and every one of
+them is in the journal; the next run removes them on the server (the
+journal says they were ours) without copying them again.
 ITERATIONS kills each; each run is bounded by a random delay of at most
 MAX_DELAY seconds, so the default suite stays around a minute.
 """
@@ -48,10 +49,20 @@ def ssh_children(pid: int) -> list[int]:
     return found
 
 
+def journal_names(world) -> set[str]:
+    path = world.home / ".local" / "state" / "roammail" / "syncmail" / "laptop.journal"
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return set()
+    return {os.fsdecode(line.split(b" ", 1)[1]) for line in lines if b" " in line}
+
+
 def kill_loop(world, victim: str) -> int:
     rng = random.Random(7 if victim == "syncmail" else 11)
     made: dict = {}
     world.basic_config()
+    world.batch = 3  # four batches a run: kills land in every step of the pipeline
     killed = 0
     for round_no in range(ITERATIONS):
         sizes = [rng.choice([100, 4000, 60_000, 400_000]) for _ in range(12)]
@@ -74,7 +85,8 @@ def kill_loop(world, victim: str) -> int:
         proc.wait(timeout=60)
         if victim == "syncmail":  # its ssh may linger a moment
             time.sleep(0.05)
-        check_nothing_lost(world, made)
+        both = check_nothing_lost(world, made)
+        assert both <= journal_names(world), "in both places but not in the journal"
     final = world.run()
     assert final.returncode == 0, final.stderr
     assert world.server_new() == set()
@@ -126,6 +138,7 @@ def small_disk(tmp_path):
 
 def test_full_local_disk_removes_nothing_not_stored(world, small_disk):
     world.local = small_disk / "Mail"
+    world.batch = 3  # the disk fills up with batches in flight
     made = fill_server(world, 10, sizes=[400_000] * 10)
     world.basic_config()
     result = world.run()

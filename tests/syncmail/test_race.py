@@ -11,6 +11,7 @@ RUNS = 20
 
 def test_writer_during_20_runs(world):
     world.basic_config()
+    world.batch = 16  # several batches a run, overlapping the writer
     delivered: list[str] = []
     stop = threading.Event()
 

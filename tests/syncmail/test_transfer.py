@@ -21,6 +21,7 @@ def run_and_check(world, count: int) -> None:
 
 
 def test_300_messages_move_identically(world, sshd):
+    world.batch = 40  # eight batches: the pipeline full, then drained
     before = sshd.count_accepted()
     run_and_check(world, 300)
     assert sshd.count_accepted() - before == 2  # one connection per run
