@@ -13,19 +13,21 @@ the caller names files by their index in the server's own listing.
 Protocol, after the remote program prints `H 2`:
   listing  the stale tmp/ files (NUL-terminated names, then an empty one),
            then new/ as "INDEX TYPE NAME" records, each NUL-terminated,
-           then an empty record, then the sizes of new/'s regular files
-           (not symlinks; names without a newline) as `wc -c` lines, then
-           "END".  TYPE is f (regular), l (symlink), d (directory) or o
-           (other).  The listing is the remote shell's positional
-           parameters from then on: later requests name files by INDEX.
-  C SPEC   sizes of the regular files (not symlinks) among SPEC: `wc -c`
-           lines, then "END".
+           then an empty record.  TYPE is f (regular), l (symlink), d
+           (directory) or o (other).  The listing is the remote shell's
+           positional parameters from then on: later requests name files
+           by INDEX.
+  C SPEC   sizes of the regular files (not symlinks, nothing followed) among
+           SPEC: `wc -c` lines, then "END".
   T SPEC   a tar archive of SPEC, then a 512-byte trailer "T STATUS".
-  R SPEC   rm -f SPEC in the background (tar and wc go on meanwhile); no answer.
-  W        wait for the last R; the indices it left, one a line, then "END"
-           (looked for only when rm failed).
+  R SPEC   rm -f SPEC in the background (other requests go on meanwhile);
+           no answer.
+  W        wait for the oldest R not waited for yet; the indices it left,
+           one a line, then "END" (looked for only when rm failed).
   Q        exit.
-SPEC is indices and ranges: "1-4 7 9-10".
+SPEC is indices and ranges: "1-4 7 9-10", or "=N": the files of the
+N-th request that gave its SPEC so (the remote shell builds each list of
+names once).
 
 The remote program answers requests in the order they come and reads the
 next one only when it has answered the last, so the caller may send
@@ -56,7 +58,7 @@ READ_CHUNK = 256 * 1024
 # Buffer of the pipe from ssh (fs.pipe-max-size allows 1 MiB by default).
 PIPE_BYTES = 1024 * 1024
 # At most this many indices in one C request (see RemoteSession.sizes).
-SIZE_CHUNK = 500
+SIZE_CHUNK = 1000
 # ssh exits 255 when it cannot connect or the connection fails.
 SSH_FAILURE = 255
 
@@ -84,8 +86,6 @@ fi
 printf '\000'
 cd new || { printf 'E cannot change to new/\n'; exit 3; }
 set -- * .[!.]* ..?*
-nl='
-'
 # dd gathers the listing into large writes: a write per record would be an
 # ssh packet per record.
 {
@@ -101,45 +101,50 @@ nl='
     printf '%s %s %s\000' "$i" "$t" "$f"
   done
   printf '\000'
-  find . ! -name . -prune -type f ! -name "*$nl*" -exec wc -c {} + 2>/dev/null
-  printf 'END\n'
 } | dd ibs=65536 obs=65536 2>/dev/null
 set -f
+# refs SPEC: R, the quoted words of SPEC's files, and I, their indices.
+# Each SPEC given as indices is remembered as number nS for "=N".
 refs() {
   R=; I=
+  [ $# -gt 0 ] || return 0
   for r do
     case $r in
+    =*) n=${r#=}
+        case $n in ''|*[!0-9]*) return 1 ;; esac
+        [ $# -eq 1 ] && [ "$n" -ge 1 ] && [ "$n" -le "$nS" ] || return 1
+        eval "R=\"\$R\$bR$n\"; I=\"\$I\$bI$n\""; return 0 ;;
     ''|*[!0-9-]*|-*|*-) return 1 ;;
     *-*) a=${r%-*}; b=${r#*-}
          while [ "$a" -le "$b" ]; do R="$R \"./\${$a}\""; I="$I $a"; a=$((a+1)); done ;;
     *) R="$R \"./\${$r}\""; I="$I $r" ;;
     esac
   done
+  nS=$((nS+1)); eval "bR$nS=\$R; bI$nS=\$I"
 }
-rmI=; rmst=0; rmpid=
+nR=0; nW=0; nS=0
 while IFS= read -r line; do
   cmd=${line%% *}; spec=${line#"$cmd"}
   refs $spec || { printf 'E bad request\n'; exit 3; }
   case $cmd in
-  C) W=
-     for n in $I; do
-       eval "f=\${$n}"
-       if [ -f "$f" ] && [ ! -L "$f" ]; then W="$W \"./\${$n}\""; fi
-     done
-     [ -n "$W" ] && eval "wc -c -- $W"
+  C) [ -n "$R" ] && eval "find $R -prune -type f -exec wc -c {} +" 2>/dev/null
      printf 'END\n' ;;
   T) if [ -n "$R" ]; then eval "tar cf - $tarq -- $R"; st=$?; else st=0; fi
      printf '%-511s\n' "T $st" ;;
-  R) rmI=$I; rmst=0; rmpid=
-     if [ -n "$R" ]; then eval "rm -f -- $R" & rmpid=$!; fi ;;
-  W) if [ -n "$rmpid" ]; then wait "$rmpid"; rmst=$?; rmpid=; fi
-     if [ "$rmst" -ne 0 ]; then
-       for n in $rmI; do
+  R) nR=$((nR+1)); p=
+     if [ -n "$R" ]; then eval "rm -f -- $R" & p=$!; fi
+     eval "rmpid$nR=\$p; rmI$nR=\$I" ;;
+  W) [ "$nW" -lt "$nR" ] || { printf 'E bad request\n'; exit 3; }
+     nW=$((nW+1)); eval "p=\$rmpid$nW; ri=\$rmI$nW"; unset "rmpid$nW" "rmI$nW"
+     st=0
+     if [ -n "$p" ]; then wait "$p"; st=$?; fi
+     if [ "$st" -ne 0 ]; then
+       for n in $ri; do
          eval "f=\${$n}"
          if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\n' "$n"; fi
        done
      fi
-     rmI=; printf 'END\n' ;;
+     printf 'END\n' ;;
   Q) exit 0 ;;
   *) printf 'E bad request\n'; exit 3 ;;
   esac
@@ -224,7 +229,6 @@ class Reader:
 class Listing:
     stale_tmp: list
     entries: list  # syncmail_plan.Entry
-    sizes: dict    # name -> size of the regular files, at listing time
 
 
 class RemoteSession:
@@ -246,6 +250,8 @@ class RemoteSession:
         _widen_pipe(self.proc.stdout)
         self.reader = Reader(self.proc.stdout)
         self._stderr = bytearray()
+        self._specs: dict[frozenset, int] = {}  # indices -> their number (see _spec)
+        self._specs_given = 0
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
 
@@ -333,9 +339,7 @@ class RemoteSession:
                 break
             index, kind, name = rec.split(b" ", 2)
             entries.append(Entry(int(index), kind.decode(), os.fsdecode(name)))
-        sizes: dict[str, int] = {}
-        self._size_lines("while listing new/", sizes)
-        return Listing(stale, entries, sizes)
+        return Listing(stale, entries)
 
     def _size_lines(self, what: str, out: dict) -> None:
         """Read `wc -c` lines up to "END" into `out` (name -> size)."""
@@ -350,16 +354,34 @@ class RemoteSession:
     # Requests are sent ahead with send_*() and their answers read, in
     # the same order, with the matching read_*().
 
+    def _spec(self, indices: list[int]) -> str:
+        """The SPEC of `indices` in a request sent right after: "=N" if a
+        request gave them before (the N-th to give indices), else the
+        indices, which the remote shell then remembers as the next N."""
+        if not indices:
+            return ""
+        key = frozenset(indices)
+        number = self._specs.get(key)
+        if number is not None:
+            return f"={number}"
+        self._specs_given += 1
+        self._specs[key] = self._specs_given
+        return ranges(indices)
+
     def send_sizes(self, indices: list[int]) -> int:
         """Ask for the sizes of the regular files among `indices`, now;
         return the number of answers read_sizes() must read.
 
-        Asked in requests of at most SIZE_CHUNK indices: the remote shell
-        builds its word lists by string concatenation, which is quadratic
-        in a request's length."""
+        Indices asked before are named by number; others are asked in
+        requests of at most SIZE_CHUNK indices: the remote shell builds its
+        word lists by string concatenation, which is quadratic in a
+        request's length."""
+        if frozenset(indices) in self._specs:
+            self._send("C " + self._spec(indices))
+            return 1
         wanted = sorted(set(indices))
         chunks = [wanted[i:i + SIZE_CHUNK] for i in range(0, len(wanted), SIZE_CHUNK)] or [[]]
-        self._send("\n".join("C " + ranges(chunk) for chunk in chunks))
+        self._send("\n".join("C " + self._spec(chunk) for chunk in chunks))
         return len(chunks)
 
     def read_sizes(self, answers: int) -> dict[str, int]:
@@ -371,7 +393,7 @@ class RemoteSession:
 
     def send_tar(self, indices: list[int]) -> None:
         """Ask for the tar stream of `indices` (read it with read_tar())."""
-        self._send("T " + ranges(indices))
+        self._send("T " + self._spec(indices))
 
     def read_tar(self) -> Iterator[tuple[tarstream.Member, Optional[tarstream.Body]]]:
         """Yield (member, body) for each member of the next tar stream
@@ -402,10 +424,11 @@ class RemoteSession:
     def send_remove(self, indices: list[int]) -> None:
         """Ask for rm -f of the files at `indices`, which the server starts
         in the background; send_removed() asks how it ended."""
-        self._send("R " + ranges(indices))
+        self._send("R " + self._spec(indices))
 
     def send_removed(self) -> None:
-        """Ask what the last send_remove() left (see read_removed())."""
+        """Ask what the oldest send_remove() not asked about yet left (see
+        read_removed())."""
         self._send("W")
 
     def read_removed(self) -> set[int]:

@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -41,7 +42,7 @@ from .syncmail_plan import (
     Action,
     Entry,
     LocalCopy,
-    batches,
+    batch_length,
     choose,
     plan_listing,
     removable,
@@ -61,6 +62,8 @@ STALE_TMP_SECONDS = 36 * 3600
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 64 * 1024 * 1024
 COPY_CHUNK = 256 * 1024
+# Background rm's on the server a batch later asked how they ended.
+RM_RUNNING = 2
 # Messages up to this size are read from the tar stream in one call (and
 # the first this many bytes of a larger one): headers.HEAD_LIMIT.
 WHOLE_MESSAGE_BYTES = 1024 * 1024
@@ -232,10 +235,13 @@ class Journal:
         except OSError as exc:
             raise IOFailure(f"cannot read {path}: {exc.strerror}") from exc
 
-    def save(self) -> None:
-        data = b"".join(b"%d %s\n" % (size, os.fsencode(name))
+    def data(self) -> bytes:
+        """The file's content for the entries as they are now."""
+        return b"".join(b"%d %s\n" % (size, os.fsencode(name))
                         for name, size in sorted(self.entries.items()))
-        write_file_atomically(self.path, data)
+
+    def save(self) -> None:
+        write_file_atomically(self.path, self.data())
 
 
 # ------------------------------------------------------------ local index
@@ -267,9 +273,6 @@ class LocalIndex:
         except OSError:
             size = -1
         return LocalCopy(path, size)
-
-    def add(self, name: str, path: str) -> None:
-        self.paths[maildir.base_name(name)] = path
 
 
 # ------------------------------------------------------------------ one run
@@ -365,11 +368,36 @@ class _Copy:
             self.done = True
 
 
+def _name_copy(copy: _Copy, label: str, dirs: set) -> object:
+    """Give a durable staged copy its name (the archive's first): the inbox
+    path, or a _Left.  Either way, and when it raises, the copy's
+    temporary files are gone; `dirs` gets the directories to fsync."""
+    copy.done = True
+    if copy.archive is not None:
+        try:
+            durable.publish(copy.archive)
+        except FileExistsError:
+            log.info("%s: %s is in the archive %s already", label, copy.name,
+                     copy.action.target)
+        except BaseException:
+            durable.abandon(copy.inbox)
+            raise
+        else:
+            dirs.add(os.path.dirname(copy.archive.final))
+    try:
+        path = durable.publish(copy.inbox)
+    except FileExistsError:
+        return _Left(f"a message of that name is here already ({copy.dest})")
+    dirs.add(os.path.dirname(path))
+    return path
+
+
 @dataclass
 class _Flight:
-    """A batch on its way from the server's new/ to here: staged here,
-    made durable (syncfs in a thread, while the next batch is read), named
-    here, then checked and removed on the server."""
+    """A batch on its way from the server's new/ to here: staged here;
+    then, in a thread while the next batch is read, made durable, written
+    into the journal and named here; then checked and removed on the
+    server."""
 
     wanted: dict                                  # name -> size when listed
     staging: durable.Batch = field(default_factory=durable.Batch)
@@ -378,24 +406,40 @@ class _Flight:
     answers: int = 0                              # size answers asked for
     names: list = field(default_factory=list)     # asked to be removed on the server
     failure: Optional[RoammailError] = None       # the first local one
+    outcomes: list = field(default_factory=list)  # of the copies named: path or _Left
+    naming_error: Optional[RoammailError] = None  # what stopped the naming
     _thread: Optional[threading.Thread] = None
     _error: Optional[BaseException] = None
 
-    def start_sync(self) -> None:
-        """durable.Batch.sync() of the staged copies, in a thread."""
-        if self.copies:
-            self._thread = threading.Thread(target=self._sync, name="syncmail-sync",
-                                            daemon=True)
-            self._thread.start()
+    def start(self, journal: Journal, label: str) -> None:
+        """Land the staged copies, in a thread: make them durable, save
+        the journal with this batch in it (before any of its messages has
+        its name), name each copy, fsync the directories."""
+        if not self.copies:
+            return
+        journal.entries.update(self.wanted)
+        self._thread = threading.Thread(target=self._land, name="syncmail-land", daemon=True,
+                                        args=(journal.path, journal.data(), label))
+        self._thread.start()
 
-    def _sync(self) -> None:
+    def _land(self, journal_path: str, journal_data: bytes, label: str) -> None:
         try:
             self.staging.sync()
-        except BaseException as exc:  # noqa: BLE001 - handed to finish_sync()
+            write_file_atomically(journal_path, journal_data)
+            dirs: set[str] = set()
+            try:
+                for copy in self.copies:
+                    self.outcomes.append(_name_copy(copy, label, dirs))
+            except RoammailError as exc:
+                self.naming_error = exc
+            for directory in sorted(dirs):
+                fsync_dir(directory)  # before anything is removed on the server
+        except BaseException as exc:  # noqa: BLE001 - handed to finish()
             self._error = exc
 
-    def finish_sync(self) -> None:
-        """Wait for start_sync(); raise what the sync raised."""
+    def finish(self) -> None:
+        """Wait for start()'s thread; raise what stopped it before the
+        named copies were durable (then none of them counts as stored)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -404,8 +448,8 @@ class _Flight:
             raise error
 
     def abandon(self) -> None:
-        """Remove the copies never published (a sync still running is
-        waited for first); nothing is left under a message name."""
+        """Remove the copies never named (a thread still running is waited
+        for first); nothing is left under a message name."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -421,7 +465,6 @@ class Mover:
         self.dry_run = dry_run
         self.batch = batch  # messages per batch
         self.result = Result()
-        self.dirty: set[str] = set()
         self.made: set[str] = set()  # maildirs made (or found) in this run
         self.label = source.name if source.path else f"{source.host}:{source.remote}"
 
@@ -433,19 +476,18 @@ class Mover:
         from .remote import RemoteSession
 
         source = self.source
-        if not self.dry_run:
-            maildir.make_maildir(source.local)
-        key = source_key(source)
-        journal = Journal(os.path.join(state_dir(), key + ".journal"))
-        index = LocalIndex(destination_dirs(source))
         session = RemoteSession(source.host, source.remote, stale_stamp(time.time()))
         try:
+            # While ssh connects: this machine's side.
+            if not self.dry_run:
+                maildir.make_maildir(source.local)
+            journal = Journal(os.path.join(state_dir(), source_key(source) + ".journal"))
+            index = LocalIndex(destination_dirs(source))
             session.hello()
             listing = session.listing()
             for name in listing.stale_tmp:
                 log.warning("%s: tmp/%s is older than 36 hours on the server", self.label, name)
             self._run(session, listing, index, journal)
-            self.flush_dirs()
             session.close()
         except BaseException:
             session.abort()
@@ -458,7 +500,7 @@ class Mover:
         if any(name not in listed for name in journal.entries) and not self.dry_run:
             journal.entries = {n: s for n, s in journal.entries.items() if n in listed}
             journal.save()
-        plan = plan_listing(entries, listing.sizes, index.lookup, journal.entries)
+        plan = plan_listing(entries, index.lookup, journal.entries)
         for entry, reason in plan.refused:
             self.result.refused += 1
             self.left(ascii(entry.name)[1:-1], f"refused: {reason}")
@@ -475,103 +517,167 @@ class Mover:
                 session.send_removed()
                 self._removal_done(session, flight, by_name, journal)
             journal.save()
-            for name in confirmed:
-                log.info("%s: %s was already here (an interrupted run): removed on the "
-                         "server", self.label, name)
-        work = list(batches(plan.fetch, self.batch, BATCH_BYTES, lambda item: item[1]))
-        self._move_batches(session, work, by_name, index, journal)
+            for name in flight.names:
+                if name not in journal.entries:
+                    log.info("%s: %s was already here (an interrupted run): removed on the "
+                             "server", self.label, name)
+        self._move(session, plan.fetch, by_name, journal)
 
-    def _move_batches(self, session, work: list, by_name: dict, index: LocalIndex,
-                      journal: Journal) -> None:
-        """Move the batches of `work` through a pipeline: while this
-        machine reads and stages batch k, its file system makes batch k-1
-        durable (in a thread) and the server removes batch k-2 (rm in the
-        background there) and tars batch k+1.  Requests go ahead of their
-        answers (remote.py).  Each round, for batch k of n:
+    def _move(self, session, fetch: list, by_name: dict, journal: Journal) -> None:
+        """Move the messages of `fetch` (listed entries) in batches.
 
-          a. read tar(k), staging each message (only reading it, after a
-             failure);
-          b. read the sizes asked for batch k-2 and ask to remove what is
-             still the size stored here; read what the removal of batch
-             k-3 left;
-          c. ask for tar(k+1), unless a failure stopped the run;
-          d. wait until batch k-1 is durable; journal it; name each of its
-             messages and fsync the directories; ask for the sizes of what
-             it stored, and what the removal of batch k-2 left;
-          e. start making batch k durable.
+        Requests go ahead of their answers (remote.py), which come back in
+        order: `replies` says what each will be.  Once under way, each tar
+        stream (batch k) is answered by asking for tar(k+1), so the server
+        tars it while this machine reads and stages batch k; meanwhile a
+        thread makes batch k-1 durable and names its messages (_Flight),
+        and the server removes earlier batches with rm in the background.
+        The sizes of the next messages to batch are asked a batch ahead.
+        Each answer, when it comes:
 
-        Rounds go on without a tar until every batch is through.  So a
-        message is removed on the server only after it is durable here,
-        and at most two batches are in both places at once, both in the
-        journal."""
-        if not work:
-            return
-        ids = [[e.index for e, _ in batch] for batch in work]
-        session.send_tar(ids[0])
-        asked = 1  # tars asked for
-        tar_pending = True
-        failure: Optional[RoammailError] = None
-        syncing = checking = removing = None  # the batches of steps d, b (sizes), b (removal)
-        staged: Optional[_Flight] = None
+          "sizes" (of messages to batch): batch them; ask for the next tar
+              if none is asked;
+          "tar" (batch k): stage it; ask for tar(k+1), and for more sizes;
+              wait for batch k-1 to land and ask for the sizes of what it
+              stored; ask how the rm's started RM_RUNNING batches ago
+              ended; start landing batch k;
+          "check" (sizes of what a batch stored): ask to remove what is
+              still the size stored here;
+          "removed": drop the removed from the journal.
+
+        A message is removed on the server only after it is durable here;
+        at most four batches are in both places at once, all of them in
+        the journal.  After a local failure no more is asked for: what was
+        asked is read, what landed is removed on the server."""
+        todo = deque(fetch)  # listed, sizes not asked yet
+        sized: deque = deque()  # (entry, size), not in a batch yet
+        replies: deque = deque()  # (kind, payload) of each answer to come, in order
+        self._failure: Optional[RoammailError] = None
+        self._landing: Optional[_Flight] = None  # its thread runs
+        self._rm_asked: deque = deque()  # _Flight whose rm runs, how it ended not asked
+        sizes_pending = tar_pending = False
+
+        def ask_sizes() -> None:
+            nonlocal sizes_pending
+            chunk = [todo.popleft() for _ in range(min(len(todo), self.batch))]
+            replies.append(("sizes", (chunk, session.send_sizes([e.index for e in chunk]))))
+            sizes_pending = True
+
+        def ask_tar() -> None:
+            nonlocal tar_pending
+            count = batch_length((size for _, size in sized), self.batch, BATCH_BYTES)
+            batch = [sized.popleft() for _ in range(count)]
+            session.send_tar([e.index for e, _ in batch])
+            replies.append(("tar", batch))
+            tar_pending = True
+
+        def whole_batch_sized() -> bool:
+            """`sized` holds a whole batch, or all there will be."""
+            if not sized:
+                return False
+            if not (todo or sizes_pending) or len(sized) >= self.batch:
+                return True
+            return batch_length((size for _, size in sized), self.batch, BATCH_BYTES) < len(sized)
+
+        def ask_ahead() -> None:
+            """Keep the next tar and the next sizes asked for."""
+            if self._failure is not None:
+                return
+            if not tar_pending and whole_batch_sized():
+                ask_tar()
+            if not sizes_pending and todo and len(sized) < 2 * self.batch:
+                ask_sizes()
+
+        ask_ahead()
         try:
-            while tar_pending or syncing or checking or removing:
-                staged = None
-                if tar_pending:
-                    staged = _Flight({e.name: size for e, size in work[asked - 1]})
-                    self._fetch_batch(session, staged, stopped=failure)
-                    failure = failure or staged.failure
+            while replies or self._landing is not None or self._rm_asked:
+                if not replies:  # the end: land the last batch, finish the last rm
+                    self._land_and_check(session, None, by_name, journal, replies)
+                    continue
+                kind, payload = replies.popleft()
+                if kind == "sizes":
+                    chunk, answers = payload
+                    sizes_pending = False
+                    now = session.read_sizes(answers)
+                    sized.extend((e, now[e.name]) for e in chunk if e.name in now)
+                    ask_ahead()
+                elif kind == "tar":
                     tar_pending = False
-                if checking is not None:
-                    self._ask_removal(session, checking, by_name)
-                if removing is not None:
-                    self._removal_done(session, removing, by_name, journal)
-                removing, checking = (checking if checking and checking.names else None), None
-                if failure is None and asked < len(work):
-                    session.send_tar(ids[asked])
-                    asked += 1
-                    tar_pending = True
-                if syncing is not None:
-                    failure = self._publish_flight(syncing, journal, index) or failure
-                    if syncing.stored and not self.dry_run:
-                        syncing.answers = session.send_sizes(
-                            [by_name[n].index for n in syncing.stored])
-                        checking = syncing
-                    syncing = None
-                if removing is not None:
-                    session.send_removed()
-                if staged is not None:
-                    staged.start_sync()
-                    syncing = staged
+                    flight = _Flight({e.name: size for e, size in payload})
+                    self._fetch_batch(session, flight, stopped=self._failure)
+                    self._failure = self._failure or flight.failure
+                    ask_ahead()
+                    self._land_and_check(session, flight, by_name, journal, replies)
+                elif kind == "check":
+                    self._ask_removal(session, payload, by_name)
+                    if payload.names:
+                        self._rm_asked.append(payload)
+                else:  # "removed"
+                    self._removal_done(session, payload, by_name, journal)
         finally:
-            for flight in (syncing, staged):
-                if flight is not None:
-                    flight.abandon()
+            if self._landing is not None:
+                self._landing.abandon()
+        unmoved = len(todo) + len(sized)
+        if unmoved:
+            log.warning("%s: %d more messages stay on the server for the next run",
+                        self.label, unmoved)
         if not self.dry_run:
             journal.save()
 
-    def _publish_flight(self, flight: _Flight, journal: Journal,
-                        index: LocalIndex) -> Optional[RoammailError]:
-        """Wait until `flight` is durable, journal it and name its
-        messages; return its first failure."""
+    def _land_and_check(self, session, staged: Optional[_Flight], by_name: dict,
+                        journal: Journal, replies: deque) -> None:
+        """Wait for the batch landing now, ask for the sizes of what it
+        stored; ask how the last rm ended; start landing `staged`."""
+        landed, self._landing = self._landing, None
+        if landed is not None:
+            self._failure = self._publish_flight(landed) or self._failure
+            if landed.stored and not self.dry_run:
+                landed.answers = session.send_sizes([by_name[n].index for n in landed.stored])
+                replies.append(("check", landed))
+        # An rm is asked how it ended RM_RUNNING rounds after it started:
+        # by then it is done, and the server need not wait for it.
+        while len(self._rm_asked) > (RM_RUNNING if staged is not None else 0):
+            session.send_removed()
+            replies.append(("removed", self._rm_asked.popleft()))
+        if staged is not None:
+            staged.start(journal, self.label)
+            self._landing = staged
+
+    def _publish_flight(self, flight: _Flight) -> Optional[RoammailError]:
+        """Wait until `flight` has landed (_Flight.start); note what is
+        safely here; return its first failure."""
         try:
             if flight.copies:
                 try:
-                    flight.finish_sync()
+                    flight.finish()
                 except RoammailError as exc:
                     log.error("%s: %s", self.label, exc)
                     flight.failure = flight.failure or exc
                 else:
-                    journal.entries.update(flight.wanted)
-                    journal.save()  # before any of them has its name
-                    flight.failure = (self._publish(flight.copies, flight.stored, index)
-                                      or flight.failure)
+                    self._account(flight)
         finally:
-            flight.abandon()  # the copies not published
+            flight.abandon()  # the copies not named
         if flight.failure is not None:
             for name in flight.wanted:
                 if name not in flight.stored and name not in self.result.left:
                     self.left(name, "not stored here")
         return flight.failure
+
+    def _account(self, flight: _Flight) -> None:
+        """Log and count the copies the flight named."""
+        for copy, outcome in zip(flight.copies, flight.outcomes):
+            if isinstance(outcome, _Left):
+                self.left(copy.name, str(outcome))
+                continue
+            flight.stored[copy.name] = copy.size
+            self.result.moved += 1
+            self.result.bytes += copy.size
+            where = (copy.dest if copy.action.kind != "archive"
+                     else f"{copy.dest} (archived in {copy.action.target})")
+            log.info("%s: moved %s (%d bytes) to %s", self.label, copy.name, copy.size, where)
+        if flight.naming_error is not None:
+            log.error("%s: %s", self.label, flight.naming_error)
+            flight.failure = flight.failure or flight.naming_error
 
     def _ask_removal(self, session, flight: _Flight, by_name: dict) -> None:
         """Read the sizes asked for `flight`; ask to remove the files that
@@ -702,65 +808,11 @@ class Mover:
                 data.close()
         return _Copy(name, size, dest, action, inbox, archive)
 
-    def _publish(self, copies: list, stored: dict, index: LocalIndex) -> Optional[RoammailError]:
-        """Give each durable staged copy its name (the archive's first),
-        fsync the directories; note what is safely here in `stored`.
-        Return the first failure."""
-        failure: Optional[RoammailError] = None
-        for copy in copies:
-            if failure is not None:
-                break
-            try:
-                outcome = self._publish_one(copy)  # consumes its temporary files
-            except RoammailError as exc:
-                failure = exc
-                log.error("%s: %s", self.label, exc)
-                continue
-            if isinstance(outcome, _Left):
-                self.left(copy.name, str(outcome))
-                continue
-            index.add(copy.name, outcome)
-            stored[copy.name] = copy.size
-            self.result.moved += 1
-            self.result.bytes += copy.size
-            where = (copy.dest if copy.action.kind != "archive"
-                     else f"{copy.dest} (archived in {copy.action.target})")
-            log.info("%s: moved %s (%d bytes) to %s", self.label, copy.name, copy.size, where)
-        self.flush_dirs()  # before anything is removed on the server
-        return failure
-
-    def _publish_one(self, copy: _Copy):
-        """The inbox path of a published copy, or a _Left.  Either way, and
-        when it raises, the copy's temporary files are gone."""
-        copy.done = True
-        if copy.archive is not None:
-            try:
-                durable.publish(copy.archive)
-            except FileExistsError:
-                log.info("%s: %s is in the archive %s already", self.label, copy.name,
-                         copy.action.target)
-            except BaseException:
-                durable.abandon(copy.inbox)
-                raise
-            else:
-                self.dirty.add(os.path.join(copy.action.target, "new"))
-        try:
-            path = durable.publish(copy.inbox)
-        except FileExistsError:
-            return _Left(f"a message of that name is here already ({copy.dest})")
-        self.dirty.add(os.path.join(copy.dest, "new"))
-        return path
-
     def _make_maildir(self, path: str) -> None:
         """maildir.make_maildir, once per directory and run."""
         if path not in self.made:
             maildir.make_maildir(path)
             self.made.add(path)
-
-    def flush_dirs(self) -> None:
-        for directory in sorted(self.dirty):
-            fsync_dir(directory)
-        self.dirty.clear()
 
 
 # ------------------------------------------------------------------ wiring

@@ -12,10 +12,11 @@ The safety contract, checked by hypothesis (tests/syncmail/test_plan.py):
 - `removable` returns only names that were durably stored locally in this
   run (or discarded by a rule), or that the journal of an earlier run says
   were ours and that exist locally with the same size; and only when the
-  server's file is still a regular file of the listed size.
+  server's file is still a regular file of that size.
 - `plan_listing` never fetches a name that exists locally: such a name is
   either confirmed by the journal (remove only) or a collision (left on
   the server, reported).
+- `batch_length` keeps every message in exactly one batch, in order.
 """
 
 from __future__ import annotations
@@ -57,17 +58,17 @@ class LocalCopy:
 class Plan:
     """What to do with one listing.
 
-    fetch: (entry, size) to copy; confirm: (entry, size) already here from an
-    interrupted run (journal), to remove on the server only; collisions:
-    (entry, local path) left on the server; refused: (entry, reason) left
-    alone; vanished: regular files that had no size (gone since the listing).
+    fetch: entries to copy (their sizes are asked later, a batch ahead);
+    confirm: (entry, size) already here from an interrupted run (journal),
+    to remove on the server only, if the server's size is that size;
+    collisions: (entry, local path) left on the server; refused: (entry,
+    reason) left alone.
     """
 
     fetch: list = field(default_factory=list)
     confirm: list = field(default_factory=list)
     collisions: list = field(default_factory=list)
     refused: list = field(default_factory=list)
-    vanished: list = field(default_factory=list)
 
 
 def name_problem(name: str) -> Optional[str]:
@@ -79,12 +80,10 @@ def name_problem(name: str) -> Optional[str]:
     return None
 
 
-def plan_listing(entries: Sequence[Entry], sizes: Mapping[str, int],
-                 local: Callable[[str], Optional[LocalCopy]],
+def plan_listing(entries: Sequence[Entry], local: Callable[[str], Optional[LocalCopy]],
                  journal: Mapping[str, int]) -> Plan:
     """Decide about every entry of the server's new/.
 
-    `sizes`: the server's size of each regular file (absent: it vanished);
     `local(name)`: the local message of that name, or None; `journal`:
     name -> size of the messages an earlier, interrupted run stored locally
     and may not have removed on the server.
@@ -98,15 +97,11 @@ def plan_listing(entries: Sequence[Entry], sizes: Mapping[str, int],
         if entry.kind != REGULAR:
             plan.refused.append((entry, TYPE_WORDS.get(entry.kind, "not a regular file")))
             continue
-        size = sizes.get(entry.name)
-        if size is None:
-            plan.vanished.append(entry)
-            continue
         here = local(entry.name)
         if here is None:
-            plan.fetch.append((entry, size))
-        elif journal.get(entry.name) == size and here.size == size:
-            plan.confirm.append((entry, size))
+            plan.fetch.append(entry)
+        elif journal.get(entry.name) == here.size:
+            plan.confirm.append((entry, here.size))
         else:
             plan.collisions.append((entry, here.path))
     return plan
@@ -124,21 +119,17 @@ def removable(candidates: Mapping[str, int], now_sizes: Mapping[str, int]) -> li
                   if now_sizes.get(name) == size)
 
 
-def batches(items: Sequence, max_count: int, max_bytes: int,
-            size_of: Callable[[object], int]) -> Iterable[list]:
-    """Split `items` into runs of at most `max_count` items and about
-    `max_bytes` bytes (a single larger item is a batch of its own)."""
-    batch: list = []
-    total = 0
-    for item in items:
-        size = size_of(item)
-        if batch and (len(batch) >= max_count or total + size > max_bytes):
-            yield batch
-            batch, total = [], 0
-        batch.append(item)
+def batch_length(sizes: Iterable[int], max_count: int, max_bytes: int) -> int:
+    """How many of the next messages (their `sizes`, in order) make one
+    batch: at most `max_count`, and about `max_bytes` (a single larger
+    message is a batch of its own)."""
+    count = total = 0
+    for size in sizes:
+        if count and (count >= max_count or total + size > max_bytes):
+            break
+        count += 1
         total += size
-    if batch:
-        yield batch
+    return count
 
 
 def ranges(indices: Iterable[int]) -> str:

@@ -3,7 +3,7 @@
 The guarantee (syncmail(1), GUARANTEES): after any interruption every
 message is on the server, or whole on the laptop, or both; never lost,
 never half-written under its name, never overwritten.  Messages in both
-places are those of the (at most two) batches in flight, and every one of
+places are those of the (at most four) batches in flight, and every one of
 them is in the journal; the next run removes them on the server (the
 journal says they were ours) without copying them again.
 ITERATIONS kills each; each run is bounded by a random delay of at most
