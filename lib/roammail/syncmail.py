@@ -460,10 +460,13 @@ class _Flight:
 class Mover:
     """Moves one source's new mail; `run()` returns a Result."""
 
-    def __init__(self, source: Source, dry_run: bool, batch: int = BATCH_MESSAGES) -> None:
+    def __init__(self, source: Source, dry_run: bool, batch: int = BATCH_MESSAGES,
+                 terminal: Optional[TerminalLog] = None) -> None:
         self.source = source
         self.dry_run = dry_run
         self.batch = batch  # messages per batch
+        self.terminal = terminal  # for a progress line
+        self.progress: Optional[Progress] = None
         self.result = Result()
         self.made: set[str] = set()  # maildirs made (or found) in this run
         self.label = source.name if source.path else f"{source.host}:{source.remote}"
@@ -521,7 +524,13 @@ class Mover:
                 if name not in journal.entries:
                     log.info("%s: %s was already here (an interrupted run): removed on the "
                              "server", self.label, name)
-        self._move(session, plan.fetch, by_name, journal)
+        if self.terminal is not None and len(plan.fetch) >= PROGRESS_MESSAGES:
+            self.progress = Progress(self.terminal, self.label, len(plan.fetch))
+        try:
+            self._move(session, plan.fetch, by_name, journal)
+        finally:
+            if self.progress is not None:
+                self.progress.end()
 
     def _move(self, session, fetch: list, by_name: dict, journal: Journal) -> None:
         """Move the messages of `fetch` (listed entries) in batches.
@@ -674,7 +683,8 @@ class Mover:
             self.result.bytes += copy.size
             where = (copy.dest if copy.action.kind != "archive"
                      else f"{copy.dest} (archived in {copy.action.target})")
-            log.info("%s: moved %s (%d bytes) to %s", self.label, copy.name, copy.size, where)
+            log.info("%s: moved %s (%d bytes) to %s", self.label, copy.name, copy.size, where,
+                     extra=PER_MESSAGE)
         if flight.naming_error is not None:
             log.error("%s: %s", self.label, flight.naming_error)
             flight.failure = flight.failure or flight.naming_error
@@ -737,6 +747,8 @@ class Mover:
                 failure = exc
                 log.error("%s: %s", self.label, exc)
                 continue
+            if self.progress is not None:
+                self.progress.add(member.size)
             if isinstance(outcome, _Copy):
                 copies.append(outcome)
             elif isinstance(outcome, _Left):
@@ -770,7 +782,7 @@ class Mover:
                 print(f"would discard {name} ({size} bytes), rule at line {action.line}")
             else:
                 log.info("%s: discarded %s (%d bytes), rule at line %d", self.label, name,
-                         size, action.line)
+                         size, action.line, extra=PER_MESSAGE)
             self.result.discarded += 1
             return True
         if action.kind == "folder":
@@ -817,14 +829,93 @@ class Mover:
 
 # ------------------------------------------------------------------ wiring
 
-def setup_logging(verbose: bool, quiet: bool) -> None:
+PER_MESSAGE = {"per_message": True}  # `extra` of the log line of each message moved
+# Runs of at least this many messages show a progress line on a terminal.
+PROGRESS_MESSAGES = 100
+PROGRESS_SECONDS = 0.2  # between redraws
+
+
+class TerminalLog(logging.StreamHandler):
+    """Log lines on a terminal, above a progress line redrawn in place.
+
+    While a progress line is up (`show`), the per-message lines (logged
+    with extra=PER_MESSAGE) are left to syslog unless `verbose`."""
+
+    def __init__(self, stream, verbose: bool) -> None:
+        super().__init__(stream)
+        self.verbose = verbose
+        self.line = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.line and not self.verbose and getattr(record, "per_message", False):
+            return
+        if self.line:
+            self.stream.write("\r\x1b[K")
+        super().emit(record)
+        if self.line:
+            self.stream.write(self.line)
+            self.flush()
+
+    def show(self, text: str) -> None:
+        """Put up, or redraw, the progress line."""
+        with self.lock:  # type: ignore[union-attr]
+            self.line = text
+            self.stream.write("\r\x1b[K" + text)
+            self.flush()
+
+    def done(self) -> None:
+        """Take the progress line down."""
+        with self.lock:  # type: ignore[union-attr]
+            if self.line:
+                self.stream.write("\r\x1b[K")
+                self.flush()
+            self.line = ""
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"  # unreachable
+
+
+class Progress:
+    """Messages copied so far, on the terminal's progress line."""
+
+    def __init__(self, terminal: TerminalLog, label: str, total: int) -> None:
+        self.terminal = terminal
+        self.label = label
+        self.total = total
+        self.count = 0
+        self.bytes = 0
+        self.started = time.monotonic()
+        self.shown = 0.0
+
+    def add(self, size: int) -> None:
+        self.count += 1
+        self.bytes += size
+        now = time.monotonic()
+        if now - self.shown >= PROGRESS_SECONDS or self.count == self.total:
+            self.shown = now
+            self.terminal.show(f"{TOOL}: {self.label}: {self.count}/{self.total} messages, "
+                               f"{human_bytes(self.bytes)}, {now - self.started:.1f} s")
+
+    def end(self) -> None:
+        self.terminal.done()
+
+
+def setup_logging(verbose: bool, quiet: bool) -> Optional[TerminalLog]:
+    """syslog, and stderr as the options and a terminal say; the
+    TerminalLog for a progress line, if stderr is one and not --quiet."""
     from . import log as roamlog
 
     logger = roamlog.setup(TOOL, stderr=False, verbose=verbose)
     to_syslog = any(not isinstance(h, logging.NullHandler) for h in logger.handlers)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{TOOL}: %(message)s"))
     on_terminal = sys.stderr is not None and sys.stderr.isatty()
+    handler: logging.StreamHandler = (TerminalLog(sys.stderr, verbose) if on_terminal
+                                      else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(f"{TOOL}: %(message)s"))
     if quiet:
         handler.setLevel(logging.ERROR)
     elif verbose:
@@ -840,6 +931,7 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
         logger.setLevel(logging.DEBUG)
     else:
         logger.setLevel(logging.INFO if to_syslog else max(logging.INFO, handler.level))
+    return handler if on_terminal and not quiet else None  # type: ignore[return-value]
 
 
 def sources_from_args(args: dict) -> list[Source]:
@@ -868,7 +960,8 @@ def sources_from_args(args: dict) -> list[Source]:
     return sources
 
 
-def run_one(source: Source, args: dict, batch: int = BATCH_MESSAGES) -> int:
+def run_one(source: Source, args: dict, batch: int = BATCH_MESSAGES,
+            terminal: Optional[TerminalLog] = None) -> int:
     label = source.name if source.path else f"{source.host}:{source.remote}"
     endpoint = label
     hook_base = args["--hooks"] or hookdirs.default_base()
@@ -890,7 +983,7 @@ def run_one(source: Source, args: dict, batch: int = BATCH_MESSAGES) -> int:
                               res.path, res.status)
                     _post(hook_base, endpoint, EXIT_LEFT, hook_log, env, label)
                     return EXIT_LEFT
-        status = _move(source, dry_run, label, started, batch)
+        status = _move(source, dry_run, label, started, batch, terminal)
         if not dry_run:
             _post(hook_base, endpoint, status, hook_log, env, label)
         return status
@@ -905,10 +998,11 @@ def _post(base: str, endpoint: str, status: int, hook_log: str, env: dict, label
             log.error("%s: post-pull hook %s failed (%s)", label, res.path, res.status)
 
 
-def _move(source: Source, dry_run: bool, label: str, started: float, batch: int) -> int:
+def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
+          terminal: Optional[TerminalLog]) -> int:
     from .remote import ConnectError, RemoteError
 
-    mover = Mover(source, dry_run, batch)
+    mover = Mover(source, dry_run, batch, terminal)
     status = EXIT_OK
     try:
         mover.run()
@@ -939,12 +1033,12 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int)
 
 def run(argv: list[str] | None) -> int:
     args = docopt_args(__doc__, argv)
-    setup_logging(bool(args["--verbose"]), bool(args["--quiet"]))
+    terminal = setup_logging(bool(args["--verbose"]), bool(args["--quiet"]))
     sources = sources_from_args(args)
     batch = batch_messages()
     status = EXIT_OK
     for source in sources:
-        status = max(status, run_one(source, args, batch))
+        status = max(status, run_one(source, args, batch, terminal))
     return status
 
 

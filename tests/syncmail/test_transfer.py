@@ -61,3 +61,58 @@ def test_stale_server_tmp_is_reported(world):
     assert "tmp/1.old.host is older than 36 hours" in result.stderr
     assert "2.fresh.host" not in result.stderr
     assert old.exists()
+
+
+def run_on_a_terminal(world, *args: str) -> tuple[int, str]:
+    """Run syncmail with its stdout and stderr on a pseudo-terminal."""
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(world.argv(*args), env=world.env(), stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_line_on_a_terminal_instead_of_a_line_per_message(world):
+    fill_server(world, 150, sizes=[2000] * 150)
+    world.basic_config()
+    world.batch = 40
+    status, text = run_on_a_terminal(world)
+    assert status == 0, text
+    assert "laptop: 150/150 messages, 300.0 KB" in text
+    assert "\r\x1b[K" in text  # redrawn in place, and taken down
+    assert " (2000 bytes) to " not in text  # the per-message lines went to syslog only
+    last = text.replace("\r\x1b[K", "\n").split("\n")
+    assert any(line.startswith("syncmail: laptop: moved 150 messages (300000 bytes)")
+               for line in last)
+
+
+def test_verbose_on_a_terminal_keeps_the_message_lines(world):
+    fill_server(world, 120, sizes=[100] * 120)
+    world.basic_config()
+    status, text = run_on_a_terminal(world, "-v")
+    assert status == 0, text
+    assert text.count(" (100 bytes) to ") == 120
+    assert "laptop: 120/120 messages" in text
+
+
+def test_small_runs_on_a_terminal_have_no_progress_line(world):
+    fill_server(world, 5, sizes=[10] * 5)
+    world.basic_config()
+    status, text = run_on_a_terminal(world)
+    assert status == 0, text
+    assert text.count(" (10 bytes) to ") == 5
+    assert "5/5 messages" not in text and "\x1b[K" not in text
