@@ -2,6 +2,7 @@
 """syncmail_bench.py: syncmail vs the blog's rsync command, over ssh to 127.0.0.1.
 
     python3 bench/syncmail_bench.py [--prefix P] [--quick] [--messages N]
+                                    [--rounds N] [--dir DIR] [--link MS,MBIT]
 
 Starts a private sshd (tests/peers/sshd.py's SshServer), fills a "server"
 maildir with N messages of 4 KB (10,000; --quick: 1,000) and moves them
@@ -13,12 +14,18 @@ to an empty local maildir with, in one run and in turn:
   - the same with --fsync (rsync >= 3.2.3).
 Then a run that finds nothing new, for each.  Prints wall times and
 ratios.  Targets: faster than rsync --fsync; within 1.5x of plain rsync.
+
+--dir DIR puts both maildirs (and the sshd's files) on DIR's file system
+instead of $TMPDIR's.  --link MS,MBIT sends every ssh connection through
+slowlink.py (as ProxyCommand): MS milliseconds each way, MBIT megabits a
+second, like a laptop's hotel or phone link.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,6 +67,37 @@ def fill(server: Path, count: int) -> None:
         os.utime(server / "new" / name, (1_700_000_000 + i,) * 2)
 
 
+def slow_ssh(server, bin_dir: Path, delay_ms: float, mbit: float) -> Path:
+    """An `ssh` in bin_dir whose connections go through slowlink.py."""
+    proxy = shlex.join([sys.executable, str(HERE / "slowlink.py"), "--delay-ms", f"{delay_ms:g}",
+                        "--mbit", f"{mbit:g}", "127.0.0.1", str(server.port)])
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "ssh"
+    argv = [*server.ssh_command(), "-o", f"ProxyCommand={proxy}"]
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def file_system_of(path: Path) -> str:
+    """"ext4 without a journal, mounted with discard" and the like, for the
+    report: the file system decides much of what creating and removing
+    10,000 files costs."""
+    fields = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", "--target",
+                             str(path)], capture_output=True, text=True).stdout.split()
+    if len(fields) < 3:
+        return "an unknown file system"
+    kind, source, options = fields[:3]
+    if kind.startswith("ext"):
+        device = os.path.basename(os.path.realpath(source))
+        journals = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
+        has = any(name.startswith(device + "-") for name in journals)
+        kind += " with a journal" if has else " without a journal"
+    if "discard" in options.split(","):
+        kind += ", mounted with discard"
+    return kind
+
+
 def rsync_supports_fsync(rsync: str) -> bool:
     out = subprocess.run([rsync, "--help"], capture_output=True, text=True).stdout
     return "--fsync" in out
@@ -81,7 +119,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--messages", type=int)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--dir", help="where the maildirs are (default: $TMPDIR)")
+    parser.add_argument("--link", help="MS,MBIT: a slow link (slowlink.py)")
     opts = parser.parse_args()
+    link = None
+    if opts.link:
+        try:
+            delay_ms, mbit = (float(x) for x in opts.link.split(","))
+        except ValueError:
+            raise BenchError(f"--link wants MS,MBIT (25,20), not {opts.link!r}") from None
+        link = (delay_ms, mbit)
     count = opts.messages or (1000 if opts.quick else 10_000)
     prefix = resolve_prefix(opts.prefix)
     syncmail = str(installed_tools(prefix, ["syncmail"])["syncmail"])
@@ -92,14 +139,17 @@ def main() -> int:
 
     from peers.sshd import SshServer  # needs tests/ on sys.path
 
-    work = Path(tempfile.mkdtemp(prefix="syncmail-bench-"))
-    server = SshServer.start()
+    work = Path(tempfile.mkdtemp(prefix="syncmail-bench-", dir=opts.dir))
+    server = SshServer.start(work / "sshd")
     try:
         env = server.client_env(home=work / "home")
         (work / "home").mkdir()
         env["XDG_STATE_HOME"] = str(work / "home" / "state")
         env["XDG_CONFIG_HOME"] = str(work / "home" / "config")
         ssh_wrapper = str(server.client_bin / "ssh")
+        if link is not None:
+            ssh_wrapper = str(slow_ssh(server, work / "link-bin", *link))
+            env["PATH"] = f"{work / 'link-bin'}{os.pathsep}{env['PATH']}"
         contenders = {
             "syncmail": lambda remote, local: [syncmail, f"testhost:{remote}", str(local)],
             "rsync": lambda remote, local: [rsync, "-e", ssh_wrapper, *RSYNC_ARGS,
@@ -127,8 +177,10 @@ def main() -> int:
                 shutil.rmtree(remote)
                 shutil.rmtree(local)
         print("\n".join(environment_lines()))
-        print(f"\n{count} messages of {MESSAGE_BYTES} bytes over ssh to 127.0.0.1, "
-              f"{opts.rounds} round(s), median wall time\n")
+        where = f"maildirs on {file_system_of(work)}"
+        over = (f", through a {link[0]:g} ms / {link[1]:g} Mbit/s link" if link else "")
+        print(f"\n{count} messages of {MESSAGE_BYTES} bytes over ssh to 127.0.0.1{over}, "
+              f"{where}, {opts.rounds} round(s), median wall time\n")
         base = median(full["syncmail"])
         base_empty = median(empty["syncmail"])
         rows = []
