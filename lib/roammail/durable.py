@@ -7,11 +7,12 @@ loss) at any moment leaves either the old state or the whole new file under
 its final name, never a partial one; a temporary file may be left behind.
 
 `write_durably` does it all for one file.  For many files at once (a
-syncmail batch) the same steps come apart: `Batch.stage` writes each under
-its temporary name, `Batch.sync` makes them all durable (one syncfs(2) per
-file system where that is as good as an fsync(2) of each, see Batch),
-`publish` gives each its name, and the caller fsyncs the directories.
-`publish` refuses a file that is not durable yet.
+syncmail batch) the same steps come apart: `Batch.stage` writes each as an
+unnamed file (O_TMPFILE, where the system can: nothing is left behind by a
+crash) or under its temporary name, `Batch.sync` makes them all durable
+(one syncfs(2) per file system where that is as good as an fsync(2) of
+each, see Batch), `publish` gives each its name, and the caller fsyncs the
+directories.  `publish` refuses a file that is not durable yet.
 
 Contracts:
 - `write_durably` never replaces an existing file unless `overwrite=True`
@@ -168,15 +169,78 @@ def _remove_quietly(path: str) -> None:
 
 
 class Staged:
-    """A complete file under a temporary name, not yet under its own:
-    what `stage` returns and `publish` (or `abandon`) consumes."""
+    """A complete file not yet under its own name: what `stage` returns
+    and `publish` (or `abandon`) consumes.  It has a temporary name
+    (`temp`), or none at all (`fd`, an unnamed file: O_TMPFILE)."""
 
-    __slots__ = ("temp", "final", "synced")
+    __slots__ = ("temp", "final", "synced", "fd")
 
-    def __init__(self, temp: str, final: str, synced: bool) -> None:
-        self.temp = temp      # the temporary file, complete
+    def __init__(self, temp: str | None, final: str, synced: bool,
+                 fd: int | None = None) -> None:
+        self.temp = temp      # the temporary file, complete; None: unnamed
         self.final = final    # the name publish() gives it
         self.synced = synced  # fsynced already (else a Batch syncs it)
+        self.fd = fd          # an unnamed file's open descriptor
+
+
+# Unnamed files (O_TMPFILE, Linux): nothing in tmp/ to remove afterwards,
+# nothing left there when the process is killed.  publish() links them in
+# through /proc/self/fd.
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_UNNAMED_FLAGS = os.O_RDWR | _O_TMPFILE | getattr(os, "O_CLOEXEC", 0)
+# open(2) says so where a kernel or file system cannot make unnamed files.
+_NO_UNNAMED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL)
+_no_unnamed: set[str] = set()  # directories where O_TMPFILE was refused
+_proc_fds: int | None = None  # /proc/self/fd, opened once; -1: not there
+# Unnamed files open now (set.add and set.discard are atomic, so threads
+# may publish while another stages), and how many may be: the limit of
+# open files less a reserve, so that named files can still be opened.
+_unnamed_fds: set[int] = set()
+_unnamed_budget: int | None = None
+UNNAMED_RESERVE = 64  # descriptors left for everything else, at least
+
+
+def _budget() -> int:
+    global _unnamed_budget
+    if _unnamed_budget is None:
+        import resource  # only batches need it: extsmail never pays for it
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 20
+        _unnamed_budget = max(0, soft - max(UNNAMED_RESERVE, soft // 4))
+    return _unnamed_budget
+
+
+def _proc_fd_dir() -> int | None:
+    global _proc_fds
+    if _proc_fds is None:
+        try:
+            _proc_fds = os.open("/proc/self/fd", _DIR_FLAGS)
+        except OSError:
+            _proc_fds = -1
+    return None if _proc_fds < 0 else _proc_fds
+
+
+def _open_unnamed(directory: str, mode: int) -> int | None:
+    """A new unnamed file in `directory`, or None where there cannot be
+    one (then a named temporary file does)."""
+    if (not _O_TMPFILE or directory in _no_unnamed or _proc_fd_dir() is None
+            or len(_unnamed_fds) >= _budget()):
+        return None
+    try:
+        fd = os.open(directory, _UNNAMED_FLAGS, mode)
+    except OSError as exc:
+        if exc.errno in _NO_UNNAMED:
+            _no_unnamed.add(directory)
+        return None  # EMFILE and the like: this once, a named file
+    _unnamed_fds.add(fd)
+    return fd
+
+
+def _close_unnamed(fd: int) -> None:
+    _unnamed_fds.discard(fd)
+    os.close(fd)
 
 
 def _check_names(name: str, source: object, tmp_prefix: str) -> None:
@@ -190,19 +254,27 @@ def _check_names(name: str, source: object, tmp_prefix: str) -> None:
 
 def stage(directory: str, name: str, source: Source, *,
           tmp_dir: str | None = None, tmp_prefix: str = ".tmp.",
-          mode: int = 0o600, mtime: float | None = None, sync: bool = True) -> Staged:
+          mode: int = 0o600, mtime: float | None = None, sync: bool = True,
+          unnamed: bool = False) -> Staged:
     """Write all of `source` to a fresh temporary file for `directory`/`name`.
 
     The file is made in `tmp_dir` (same file system as `directory`) or
-    else in `directory`, named `tmp_prefix`..., created with `mode` (less
-    the umask), written fully, given `mtime` if set, and fsynced if
-    `sync`; without `sync` a Batch must make it durable before publish().
-    Raises as write_durably does, after removing the temporary file.
+    else in `directory`: unnamed if `unnamed` and the system can (it then
+    stays open until publish() or abandon()), else named `tmp_prefix`...;
+    created with `mode` (less the umask), written fully, given `mtime` if
+    set, and fsynced if `sync`; without `sync` a Batch must make it durable
+    before publish().  Raises as write_durably does, after removing the
+    temporary file.
     """
     _check_names(name, source, tmp_prefix)
     final = os.path.join(directory, name)
     temp_dir = directory if tmp_dir is None else tmp_dir
-    temp, fd = _create_temp(temp_dir, tmp_prefix, name, mode)
+    fd = _open_unnamed(temp_dir, mode) if unnamed else None
+    if fd is None:
+        temp, fd = _create_temp(temp_dir, tmp_prefix, name, mode)
+    else:
+        temp = None
+    closed = False
     try:
         try:
             _copy_source(fd, source)
@@ -211,19 +283,32 @@ def stage(directory: str, name: str, source: Source, *,
             if sync:
                 os.fsync(fd)
         finally:
-            os.close(fd)  # close(2) can report a delayed write error (NFS)
-    except _SourceError as exc:
-        _remove_quietly(temp)
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        raise IOFailure(f"cannot write {final}: reading the data failed: "
-                        f"{_reason(cause)}") from cause
-    except OSError as exc:
-        _remove_quietly(temp)
-        raise _failure("write", final, exc) from exc
-    except BaseException:
-        _remove_quietly(temp)
+            if temp is not None:
+                closed = True
+                os.close(fd)  # close(2) can report a delayed write error (NFS)
+    except BaseException as exc:
+        if temp is None:
+            _close_unnamed(fd)
+        elif not closed:
+            os.close(fd)
+        if temp is not None:
+            _remove_quietly(temp)
+        if isinstance(exc, _SourceError):
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            raise IOFailure(f"cannot write {final}: reading the data failed: "
+                            f"{_reason(cause)}") from cause
+        if isinstance(exc, OSError):
+            raise _failure("write", final, exc) from exc
         raise
-    return Staged(temp, final, sync)
+    return Staged(temp, final, sync, fd if temp is None else None)
+
+
+def reopen(staged: Staged):
+    """A binary file object reading the staged file from its start."""
+    if staged.fd is not None:
+        return os.fdopen(os.open(str(staged.fd), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0),
+                                 dir_fd=_proc_fd_dir()), "rb")
+    return open(staged.temp, "rb")  # noqa: SIM115 - the caller closes it
 
 
 def publish(staged: Staged, *, overwrite: bool = False) -> str:
@@ -236,7 +321,9 @@ def publish(staged: Staged, *, overwrite: bool = False) -> str:
     durable first (stage(sync=True), or Batch.sync()).
     """
     if not staged.synced:
-        raise ValueError(f"{staged.temp} is not durable yet: Batch.sync() first")
+        raise ValueError(f"{staged.final} is not durable yet: Batch.sync() first")
+    if staged.fd is not None:
+        return _link_unnamed(staged, overwrite)
     temp, final = staged.temp, staged.final
     try:
         if overwrite:
@@ -259,9 +346,33 @@ def publish(staged: Staged, *, overwrite: bool = False) -> str:
     return final
 
 
+def _link_unnamed(staged: Staged, overwrite: bool) -> str:
+    """publish() of an unnamed file: linkat(2) through /proc/self/fd."""
+    if overwrite:
+        raise ValueError("an unnamed file cannot replace another")
+    fd, final = staged.fd, staged.final
+    staged.fd = None
+    try:
+        os.link(str(fd), final, src_dir_fd=_proc_fd_dir(), follow_symlinks=True)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise _failure("link", f"a new file to {final}", exc) from exc
+    finally:
+        _close_unnamed(fd)  # type: ignore[arg-type]
+    return final
+
+
 def abandon(staged: Staged) -> None:
     """Remove a staged file that will not be published; never raises."""
-    _remove_quietly(staged.temp)
+    if staged.fd is not None:
+        fd, staged.fd = staged.fd, None
+        try:
+            _close_unnamed(fd)  # an unnamed file is gone with its last descriptor
+        except OSError:
+            pass
+    elif staged.temp is not None:
+        _remove_quietly(staged.temp)
 
 
 # ------------------------------------------------------------ batches
@@ -353,9 +464,11 @@ def syncfs(directory: str) -> None:
 class Batch:
     """Files staged together and made durable together.
 
-    `stage()` writes each file under a temporary name; `sync()` makes all
-    of them durable; then the caller `publish()`es each and fsyncs the
-    directories (fsync_dir) before relying on the names.  On a file system
+    `stage()` writes each file, unnamed where the system can (each then
+    holds a file descriptor until it is published), else under a
+    temporary name; `sync()` makes all of them durable; then the caller
+    `publish()`es each and fsyncs the directories (fsync_dir) before
+    relying on the names.  On a file system
     where syncfs_suffices(), sync() is one syncfs(2) per file system; on
     any other, stage() fsyncs each file and sync() has nothing left to do.
     `trusted`: the file system types syncfs is used on.
@@ -386,7 +499,7 @@ class Batch:
         where = directory if tmp_dir is None else tmp_dir
         device = self._syncfs_device(where)
         staged = stage(directory, name, source, tmp_dir=tmp_dir, sync=device is None,
-                       **options)
+                       unnamed=True, **options)
         if device is not None:
             self._waiting.setdefault(device, where)
             self._unsynced.append(staged)

@@ -62,8 +62,13 @@ STALE_TMP_SECONDS = 36 * 3600
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 64 * 1024 * 1024
 COPY_CHUNK = 256 * 1024
-# Background rm's on the server a batch later asked how they ended.
+# Background rm's on the server run this many batches before they are
+# asked how they ended: by then they are done, and the server need not
+# wait for one before it goes on.
 RM_RUNNING = 2
+# Tar streams asked for ahead: the next one is under way before the one
+# being read ends, so a slow link has no round trip between batches.
+TARS_AHEAD = 2
 # Messages up to this size are read from the tar stream in one call (and
 # the first this many bytes of a larger one): headers.HEAD_LIMIT.
 WHOLE_MESSAGE_BYTES = 1024 * 1024
@@ -202,6 +207,20 @@ def batch_messages() -> int:
         raise UsageError("ROAMMAIL_SYNCMAIL_BATCH must be a positive number, "
                          f"not '{shorten(value)}'")
     return int(value)
+
+
+def allow_open_files(wanted: int) -> None:
+    """Raise the soft limit of open files towards `wanted` (within the hard
+    limit); where it stays lower, staged files get names instead."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    except (OSError, ValueError):
+        pass
 
 
 def default_config() -> str:
@@ -478,6 +497,8 @@ class Mover:
     def run(self) -> Result:
         from .remote import RemoteSession
 
+        # Unnamed staged files hold a descriptor each until they are named.
+        allow_open_files(4 * self.batch + 256)
         source = self.source
         session = RemoteSession(source.host, source.remote, stale_stamp(time.time()))
         try:
@@ -536,17 +557,16 @@ class Mover:
         """Move the messages of `fetch` (listed entries) in batches.
 
         Requests go ahead of their answers (remote.py), which come back in
-        order: `replies` says what each will be.  Once under way, each tar
-        stream (batch k) is answered by asking for tar(k+1), so the server
-        tars it while this machine reads and stages batch k; meanwhile a
-        thread makes batch k-1 durable and names its messages (_Flight),
-        and the server removes earlier batches with rm in the background.
-        The sizes of the next messages to batch are asked a batch ahead.
-        Each answer, when it comes:
+        order: `replies` says what each will be.  Once under way, two tar
+        streams are asked for ahead (TARS_AHEAD), so the server tars batch
+        k+1 while this machine reads and stages batch k, with no round trip
+        between them; meanwhile a thread makes batch k-1 durable and names
+        its messages (_Flight), and the server removes earlier batches with
+        rm in the background.  The sizes of the next messages to batch are
+        asked ahead too.  Each answer, when it comes:
 
-          "sizes" (of messages to batch): batch them; ask for the next tar
-              if none is asked;
-          "tar" (batch k): stage it; ask for tar(k+1), and for more sizes;
+          "sizes" (of messages to batch): batch them; ask for tars;
+          "tar" (batch k): stage it; ask for tar(k+2), and for more sizes;
               wait for batch k-1 to land and ask for the sizes of what it
               stored; ask how the rm's started RM_RUNNING batches ago
               ended; start landing batch k;
@@ -564,7 +584,8 @@ class Mover:
         self._failure: Optional[RoammailError] = None
         self._landing: Optional[_Flight] = None  # its thread runs
         self._rm_asked: deque = deque()  # _Flight whose rm runs, how it ended not asked
-        sizes_pending = tar_pending = False
+        sizes_pending = False
+        tars_pending = 0  # tar streams asked for, not read yet
 
         def ask_sizes() -> None:
             nonlocal sizes_pending
@@ -573,12 +594,12 @@ class Mover:
             sizes_pending = True
 
         def ask_tar() -> None:
-            nonlocal tar_pending
+            nonlocal tars_pending
             count = batch_length((size for _, size in sized), self.batch, BATCH_BYTES)
             batch = [sized.popleft() for _ in range(count)]
             session.send_tar([e.index for e, _ in batch])
             replies.append(("tar", batch))
-            tar_pending = True
+            tars_pending += 1
 
         def whole_batch_sized() -> bool:
             """`sized` holds a whole batch, or all there will be."""
@@ -592,9 +613,9 @@ class Mover:
             """Keep the next tar and the next sizes asked for."""
             if self._failure is not None:
                 return
-            if not tar_pending and whole_batch_sized():
+            while tars_pending < TARS_AHEAD and whole_batch_sized():
                 ask_tar()
-            if not sizes_pending and todo and len(sized) < 2 * self.batch:
+            if not sizes_pending and todo and len(sized) < TARS_AHEAD * self.batch:
                 ask_sizes()
 
         ask_ahead()
@@ -611,7 +632,7 @@ class Mover:
                     sized.extend((e, now[e.name]) for e in chunk if e.name in now)
                     ask_ahead()
                 elif kind == "tar":
-                    tar_pending = False
+                    tars_pending -= 1
                     flight = _Flight({e.name: size for e, size in payload})
                     self._fetch_batch(session, flight, stopped=self._failure)
                     self._failure = self._failure or flight.failure
@@ -808,7 +829,7 @@ class Mover:
                 # The archive copy first: the inbox copy is what marks it done.
                 archive = maildir.stage(staging, action.target, data, name=name, mtime=mtime)
                 if whole is None:
-                    data = open(archive.temp, "rb")  # noqa: SIM115 - closed below
+                    data = durable.reopen(archive)  # closed below
         try:
             inbox = maildir.stage(staging, dest, data, name=name, mtime=mtime)
         except BaseException:

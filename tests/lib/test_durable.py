@@ -346,6 +346,77 @@ def test_untrusted_file_systems_fsync_each_file_at_once(tmp_path: Path) -> None:
     assert entries(tmp_path) == ["m"]
 
 
+def can_make_unnamed_files(directory: Path) -> bool:
+    try:
+        os.close(os.open(directory, os.O_WRONLY | getattr(os, "O_TMPFILE", 0), 0o600))
+    except (OSError, AttributeError):
+        return False
+    return hasattr(os, "O_TMPFILE")
+
+
+def test_a_batch_stages_unnamed_files_where_it_can(tmp_path: Path) -> None:
+    if not can_make_unnamed_files(tmp_path):
+        pytest.skip("no O_TMPFILE here")
+    dest, tmp = tmp_path / "new", tmp_path / "tmp"
+    dest.mkdir()
+    tmp.mkdir()
+    batch = durable.Batch()
+    first = batch.stage(str(dest), "m1", b"one", tmp_dir=str(tmp), mtime=1_000_000_000)
+    second = batch.stage(str(dest), "m2", [b"tw", b"o"], tmp_dir=str(tmp))
+    assert first.temp is None and first.fd is not None
+    assert entries(tmp) == [] and entries(dest) == []  # no name anywhere yet
+    with durable.reopen(second) as f:
+        assert f.read() == b"two"
+    batch.sync()
+    durable.publish(first)
+    durable.abandon(second)
+    assert first.fd is None and second.fd is None
+    assert entries(dest) == ["m1"] and entries(tmp) == []
+    assert (dest / "m1").read_bytes() == b"one"
+    assert os.stat(dest / "m1").st_mtime == 1_000_000_000
+    assert stat.S_IMODE(os.stat(dest / "m1").st_mode) == 0o600
+
+
+def test_an_unnamed_file_never_replaces_a_message(tmp_path: Path) -> None:
+    if not can_make_unnamed_files(tmp_path):
+        pytest.skip("no O_TMPFILE here")
+    (tmp_path / "m").write_bytes(b"old")
+    batch = durable.Batch()
+    staged = batch.stage(str(tmp_path), "m", b"new")
+    batch.sync()
+    with pytest.raises(FileExistsError):
+        durable.publish(staged)
+    assert staged.fd is None and entries(tmp_path) == ["m"]
+    assert (tmp_path / "m").read_bytes() == b"old"
+
+
+OUT_OF_FILES_SCRIPT = """
+import os, resource, sys
+sys.path.insert(0, sys.argv[1])
+from roammail import durable
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+batch = durable.Batch()
+staged = [batch.stage(sys.argv[2], "m%d" % i, b"x%d" % i) for i in range(300)]
+print(sum(s.fd is not None for s in staged), sum(s.temp is not None for s in staged))
+batch.sync()
+for s in staged:
+    durable.publish(s)
+"""
+
+
+def test_out_of_file_descriptors_a_batch_names_its_files(tmp_path: Path) -> None:
+    """A real limit of 256 open files: a quarter stays free, the files
+    past the rest are staged under names."""
+    if not can_make_unnamed_files(tmp_path):
+        pytest.skip("no O_TMPFILE here")
+    out = subprocess.run([sys.executable, "-I", "-c", OUT_OF_FILES_SCRIPT, LIB, str(tmp_path)],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout.split()
+    unnamed, named = int(out[0]), int(out[1])
+    assert (unnamed, named) == (256 - 64, 300 - 256 + 64)
+    assert entries(tmp_path) == sorted(f"m{i}" for i in range(300))
+    assert (tmp_path / "m7").read_bytes() == b"x7"
+
+
 BATCH_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[1])
