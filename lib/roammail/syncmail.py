@@ -584,14 +584,14 @@ class Mover:
         self._failure: Optional[RoammailError] = None
         self._landing: Optional[_Flight] = None  # its thread runs
         self._rm_asked: deque = deque()  # _Flight whose rm runs, how it ended not asked
-        sizes_pending = False
+        sizes_asked = 0  # messages whose sizes are asked for, not read yet
         tars_pending = 0  # tar streams asked for, not read yet
 
         def ask_sizes() -> None:
-            nonlocal sizes_pending
+            nonlocal sizes_asked
             chunk = [todo.popleft() for _ in range(min(len(todo), self.batch))]
             replies.append(("sizes", (chunk, session.send_sizes([e.index for e in chunk]))))
-            sizes_pending = True
+            sizes_asked += len(chunk)
 
         def ask_tar() -> None:
             nonlocal tars_pending
@@ -605,7 +605,7 @@ class Mover:
             """`sized` holds a whole batch, or all there will be."""
             if not sized:
                 return False
-            if not (todo or sizes_pending) or len(sized) >= self.batch:
+            if not (todo or sizes_asked) or len(sized) >= self.batch:
                 return True
             return batch_length((size for _, size in sized), self.batch, BATCH_BYTES) < len(sized)
 
@@ -615,7 +615,10 @@ class Mover:
                 return
             while tars_pending < TARS_AHEAD and whole_batch_sized():
                 ask_tar()
-            if not sizes_pending and todo and len(sized) < TARS_AHEAD * self.batch:
+            # Sizes are answered after the tars asked before them: ask them
+            # a batch further ahead than the tars, or a slow link would wait
+            # a round trip for each batch.
+            while todo and len(sized) + sizes_asked < (TARS_AHEAD + 1) * self.batch:
                 ask_sizes()
 
         ask_ahead()
@@ -627,7 +630,7 @@ class Mover:
                 kind, payload = replies.popleft()
                 if kind == "sizes":
                     chunk, answers = payload
-                    sizes_pending = False
+                    sizes_asked -= len(chunk)
                     now = session.read_sizes(answers)
                     sized.extend((e, now[e.name]) for e in chunk if e.name in now)
                     ask_ahead()
