@@ -368,8 +368,9 @@ class _Left(str):
 
 @dataclass
 class _Copy:
-    """A message of the batch in flight, staged under temporary names in
-    the maildirs it goes to (durable.Staged), not yet under its own."""
+    """A message of a batch in flight, staged in the maildirs it goes to
+    (durable.Staged: unnamed, or under a temporary name), not yet under its
+    own."""
 
     name: str
     size: int
@@ -476,6 +477,131 @@ class _Flight:
             copy.abandon()
 
 
+class _Pipeline:
+    """The batches of one source on their way, requests ahead of answers.
+
+    Requests go ahead of their answers (remote.py), which come back in
+    order: `replies` says what each will be.  Once under way, two tar
+    streams are asked for ahead (TARS_AHEAD), so the server tars batch k+1
+    while this machine reads and stages batch k, with no round trip between
+    them; meanwhile a thread makes batch k-1 durable and names its messages
+    (_Flight), and the server removes earlier batches with rm in the
+    background.  The sizes of the next messages to batch are asked ahead
+    too.  Each answer, when it comes:
+
+      "sizes" (of messages to batch): batch them; ask for tars;
+      "tar" (batch k): stage it; ask for tar(k+2), and for more sizes; wait
+          for batch k-1 to land and ask for the sizes of what it stored;
+          ask how the rm's started RM_RUNNING batches ago ended; start
+          landing batch k;
+      "check" (sizes of what a batch stored): ask to remove what is still
+          the size stored here;
+      "removed": drop the removed from the journal.
+
+    A message is removed on the server only after it is durable here; at
+    most four batches are in both places at once, all of them in the
+    journal.  After a local failure no more is asked for: what was asked
+    is read, what landed is removed on the server.
+    """
+
+    def __init__(self, mover: Mover, session, fetch: list, by_name: dict,
+                 journal: Journal) -> None:
+        self.mover, self.session, self.by_name, self.journal = mover, session, by_name, journal
+        self.batch = mover.batch
+        self.todo = deque(fetch)  # listed, sizes not asked yet
+        self.sized: deque = deque()  # (entry, size), not in a batch yet
+        self.replies: deque = deque()  # (kind, payload) of each answer to come, in order
+        self.failure: Optional[RoammailError] = None  # the first local one
+        self.landing: Optional[_Flight] = None  # its thread runs
+        self.rm_running: deque = deque()  # _Flight whose rm runs, not asked how it ended
+        self.sizes_asked = 0  # messages whose sizes are asked for, not read yet
+        self.tars_asked = 0  # tar streams asked for, not read yet
+
+    def run(self) -> None:
+        self.ask_ahead()
+        while self.replies or self.landing is not None or self.rm_running:
+            if not self.replies:  # the end: land the last batch, finish the last rm's
+                self.land_and_check(None)
+                continue
+            kind, payload = self.replies.popleft()
+            if kind == "sizes":
+                chunk, answers = payload
+                self.sizes_asked -= len(chunk)
+                now = self.session.read_sizes(answers)
+                self.sized.extend((e, now[e.name]) for e in chunk if e.name in now)
+                self.ask_ahead()
+            elif kind == "tar":
+                self.tars_asked -= 1
+                flight = _Flight({e.name: size for e, size in payload})
+                try:
+                    self.mover.fetch_batch(self.session, flight, stopped=self.failure)
+                except BaseException:
+                    flight.abandon()
+                    raise
+                self.failure = self.failure or flight.failure
+                self.ask_ahead()
+                self.land_and_check(flight)
+            elif kind == "check":
+                self.mover.ask_removal(self.session, payload, self.by_name)
+                if payload.names:
+                    self.rm_running.append(payload)
+            else:  # "removed"
+                self.mover.removal_done(self.session, payload, self.by_name, self.journal)
+
+    def ask_sizes(self) -> None:
+        chunk = [self.todo.popleft() for _ in range(min(len(self.todo), self.batch))]
+        answers = self.session.send_sizes([e.index for e in chunk])
+        self.replies.append(("sizes", (chunk, answers)))
+        self.sizes_asked += len(chunk)
+
+    def ask_tar(self) -> None:
+        count = batch_length((size for _, size in self.sized), self.batch, BATCH_BYTES)
+        batch = [self.sized.popleft() for _ in range(count)]
+        self.session.send_tar([e.index for e, _ in batch])
+        self.replies.append(("tar", batch))
+        self.tars_asked += 1
+
+    def whole_batch_sized(self) -> bool:
+        """`sized` holds a whole batch, or all there will be."""
+        if not self.sized:
+            return False
+        if not (self.todo or self.sizes_asked) or len(self.sized) >= self.batch:
+            return True
+        sizes = (size for _, size in self.sized)
+        return batch_length(sizes, self.batch, BATCH_BYTES) < len(self.sized)
+
+    def ask_ahead(self) -> None:
+        """Keep the next tars and the next sizes asked for."""
+        if self.failure is not None:
+            return
+        while self.tars_asked < TARS_AHEAD and self.whole_batch_sized():
+            self.ask_tar()
+        # Sizes are answered after the tars asked before them: ask them a
+        # batch further ahead than the tars, or a slow link would wait a
+        # round trip for each batch.
+        while self.todo and len(self.sized) + self.sizes_asked < (TARS_AHEAD + 1) * self.batch:
+            self.ask_sizes()
+
+    def land_and_check(self, staged: Optional[_Flight]) -> None:
+        """Wait for the batch landing now and ask for the sizes of what it
+        stored; ask how old rm's ended; start landing `staged`."""
+        landed, self.landing = self.landing, None
+        if landed is not None:
+            self.failure = self.mover.publish_flight(landed) or self.failure
+            if landed.stored and not self.mover.dry_run:
+                landed.answers = self.session.send_sizes(
+                    [self.by_name[n].index for n in landed.stored])
+                self.replies.append(("check", landed))
+        # An rm is asked how it ended RM_RUNNING rounds after it started:
+        # by then it is done, and the server need not wait for it.
+        while len(self.rm_running) > (RM_RUNNING if staged is not None else 0):
+            self.session.send_removed()
+            self.replies.append(("removed", self.rm_running.popleft()))
+        if staged is not None:
+            staged.start(self.journal, self.mover.label)
+            self.landing = staged
+
+
 class Mover:
     """Moves one source's new mail; `run()` returns a Result."""
 
@@ -536,10 +662,10 @@ class Mover:
             confirmed = {e.name: size for e, size in plan.confirm}
             flight = _Flight(confirmed, stored=confirmed, answers=session.send_sizes(
                 [by_name[n].index for n in confirmed]))
-            self._ask_removal(session, flight, by_name)
+            self.ask_removal(session, flight, by_name)
             if flight.names:
                 session.send_removed()
-                self._removal_done(session, flight, by_name, journal)
+                self.removal_done(session, flight, by_name, journal)
             journal.save()
             for name in flight.names:
                 if name not in journal.entries:
@@ -554,129 +680,21 @@ class Mover:
                 self.progress.end()
 
     def _move(self, session, fetch: list, by_name: dict, journal: Journal) -> None:
-        """Move the messages of `fetch` (listed entries) in batches.
-
-        Requests go ahead of their answers (remote.py), which come back in
-        order: `replies` says what each will be.  Once under way, two tar
-        streams are asked for ahead (TARS_AHEAD), so the server tars batch
-        k+1 while this machine reads and stages batch k, with no round trip
-        between them; meanwhile a thread makes batch k-1 durable and names
-        its messages (_Flight), and the server removes earlier batches with
-        rm in the background.  The sizes of the next messages to batch are
-        asked ahead too.  Each answer, when it comes:
-
-          "sizes" (of messages to batch): batch them; ask for tars;
-          "tar" (batch k): stage it; ask for tar(k+2), and for more sizes;
-              wait for batch k-1 to land and ask for the sizes of what it
-              stored; ask how the rm's started RM_RUNNING batches ago
-              ended; start landing batch k;
-          "check" (sizes of what a batch stored): ask to remove what is
-              still the size stored here;
-          "removed": drop the removed from the journal.
-
-        A message is removed on the server only after it is durable here;
-        at most four batches are in both places at once, all of them in
-        the journal.  After a local failure no more is asked for: what was
-        asked is read, what landed is removed on the server."""
-        todo = deque(fetch)  # listed, sizes not asked yet
-        sized: deque = deque()  # (entry, size), not in a batch yet
-        replies: deque = deque()  # (kind, payload) of each answer to come, in order
-        self._failure: Optional[RoammailError] = None
-        self._landing: Optional[_Flight] = None  # its thread runs
-        self._rm_asked: deque = deque()  # _Flight whose rm runs, how it ended not asked
-        sizes_asked = 0  # messages whose sizes are asked for, not read yet
-        tars_pending = 0  # tar streams asked for, not read yet
-
-        def ask_sizes() -> None:
-            nonlocal sizes_asked
-            chunk = [todo.popleft() for _ in range(min(len(todo), self.batch))]
-            replies.append(("sizes", (chunk, session.send_sizes([e.index for e in chunk]))))
-            sizes_asked += len(chunk)
-
-        def ask_tar() -> None:
-            nonlocal tars_pending
-            count = batch_length((size for _, size in sized), self.batch, BATCH_BYTES)
-            batch = [sized.popleft() for _ in range(count)]
-            session.send_tar([e.index for e, _ in batch])
-            replies.append(("tar", batch))
-            tars_pending += 1
-
-        def whole_batch_sized() -> bool:
-            """`sized` holds a whole batch, or all there will be."""
-            if not sized:
-                return False
-            if not (todo or sizes_asked) or len(sized) >= self.batch:
-                return True
-            return batch_length((size for _, size in sized), self.batch, BATCH_BYTES) < len(sized)
-
-        def ask_ahead() -> None:
-            """Keep the next tar and the next sizes asked for."""
-            if self._failure is not None:
-                return
-            while tars_pending < TARS_AHEAD and whole_batch_sized():
-                ask_tar()
-            # Sizes are answered after the tars asked before them: ask them
-            # a batch further ahead than the tars, or a slow link would wait
-            # a round trip for each batch.
-            while todo and len(sized) + sizes_asked < (TARS_AHEAD + 1) * self.batch:
-                ask_sizes()
-
-        ask_ahead()
+        """Move the messages of `fetch` (listed entries): see _Pipeline."""
+        pipeline = _Pipeline(self, session, fetch, by_name, journal)
         try:
-            while replies or self._landing is not None or self._rm_asked:
-                if not replies:  # the end: land the last batch, finish the last rm
-                    self._land_and_check(session, None, by_name, journal, replies)
-                    continue
-                kind, payload = replies.popleft()
-                if kind == "sizes":
-                    chunk, answers = payload
-                    sizes_asked -= len(chunk)
-                    now = session.read_sizes(answers)
-                    sized.extend((e, now[e.name]) for e in chunk if e.name in now)
-                    ask_ahead()
-                elif kind == "tar":
-                    tars_pending -= 1
-                    flight = _Flight({e.name: size for e, size in payload})
-                    self._fetch_batch(session, flight, stopped=self._failure)
-                    self._failure = self._failure or flight.failure
-                    ask_ahead()
-                    self._land_and_check(session, flight, by_name, journal, replies)
-                elif kind == "check":
-                    self._ask_removal(session, payload, by_name)
-                    if payload.names:
-                        self._rm_asked.append(payload)
-                else:  # "removed"
-                    self._removal_done(session, payload, by_name, journal)
+            pipeline.run()
         finally:
-            if self._landing is not None:
-                self._landing.abandon()
-        unmoved = len(todo) + len(sized)
+            if pipeline.landing is not None:
+                pipeline.landing.abandon()
+        unmoved = len(pipeline.todo) + len(pipeline.sized)
         if unmoved:
             log.warning("%s: %d more messages stay on the server for the next run",
                         self.label, unmoved)
         if not self.dry_run:
             journal.save()
 
-    def _land_and_check(self, session, staged: Optional[_Flight], by_name: dict,
-                        journal: Journal, replies: deque) -> None:
-        """Wait for the batch landing now, ask for the sizes of what it
-        stored; ask how the last rm ended; start landing `staged`."""
-        landed, self._landing = self._landing, None
-        if landed is not None:
-            self._failure = self._publish_flight(landed) or self._failure
-            if landed.stored and not self.dry_run:
-                landed.answers = session.send_sizes([by_name[n].index for n in landed.stored])
-                replies.append(("check", landed))
-        # An rm is asked how it ended RM_RUNNING rounds after it started:
-        # by then it is done, and the server need not wait for it.
-        while len(self._rm_asked) > (RM_RUNNING if staged is not None else 0):
-            session.send_removed()
-            replies.append(("removed", self._rm_asked.popleft()))
-        if staged is not None:
-            staged.start(journal, self.label)
-            self._landing = staged
-
-    def _publish_flight(self, flight: _Flight) -> Optional[RoammailError]:
+    def publish_flight(self, flight: _Flight) -> Optional[RoammailError]:
         """Wait until `flight` has landed (_Flight.start); note what is
         safely here; return its first failure."""
         try:
@@ -713,7 +731,7 @@ class Mover:
             log.error("%s: %s", self.label, flight.naming_error)
             flight.failure = flight.failure or flight.naming_error
 
-    def _ask_removal(self, session, flight: _Flight, by_name: dict) -> None:
+    def ask_removal(self, session, flight: _Flight, by_name: dict) -> None:
         """Read the sizes asked for `flight`; ask to remove the files that
         are still the regular files of the size stored here."""
         flight.names = removable(flight.stored, session.read_sizes(flight.answers))
@@ -724,7 +742,7 @@ class Mover:
         if flight.names:
             session.send_remove([by_name[n].index for n in flight.names])
 
-    def _removal_done(self, session, flight: _Flight, by_name: dict,
+    def removal_done(self, session, flight: _Flight, by_name: dict,
                       journal: Journal) -> None:
         """Read what a removal left (send_removed() was sent); drop the
         removed from the journal (saved with the next batch, or at the
@@ -736,7 +754,7 @@ class Mover:
             else:
                 journal.entries.pop(name, None)
 
-    def _fetch_batch(self, session, flight: _Flight,
+    def fetch_batch(self, session, flight: _Flight,
                      stopped: Optional[RoammailError] = None) -> None:
         """Read the batch's tar stream, staging each message (flight.copies)
         or noting it discarded (flight.stored); flight.failure is the first
