@@ -27,7 +27,7 @@ Contracts:
   the file there is complete; only its durability is unknown.
 - It must stay cheap to import (extsmail, run for every mail, imports it):
   the standard library's os and errno only (typing is for type checkers;
-  ctypes is imported by the first Batch that needs syncfs).
+  ctypes and resource are imported by the first Batch that needs them).
 """
 
 from __future__ import annotations

@@ -51,16 +51,13 @@ from .syncmail_plan import Entry, ranges
 
 PROTOCOL = "H 2"
 BLOCK = 512
-TRAILER_BYTES = 512
 # How much of ssh's stderr is kept for error messages.
 STDERR_KEEP = 64 * 1024
 READ_CHUNK = 256 * 1024
 # Buffer of the pipe from ssh (fs.pipe-max-size allows 1 MiB by default).
 PIPE_BYTES = 1024 * 1024
-# At most this many indices in one C request (see RemoteSession.sizes).
+# At most this many indices in one C request (see RemoteSession.send_sizes).
 SIZE_CHUNK = 1000
-# ssh exits 255 when it cannot connect or the connection fails.
-SSH_FAILURE = 255
 
 REMOTE_SCRIPT = r"""
 LC_ALL=C; export LC_ALL
