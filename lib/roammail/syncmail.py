@@ -253,14 +253,22 @@ class Journal:
             pass
         except OSError as exc:
             raise IOFailure(f"cannot read {path}: {exc.strerror}") from exc
+        self.on_disk = self.data()  # what the file holds (b"": no file, or empty)
 
     def data(self) -> bytes:
         """The file's content for the entries as they are now."""
         return b"".join(b"%d %s\n" % (size, os.fsencode(name))
                         for name, size in sorted(self.entries.items()))
 
+    def write(self, data: bytes) -> None:
+        """Make the file hold `data` (durably), unless it does already: a
+        run that finds nothing new writes nothing."""
+        if data != self.on_disk:
+            write_file_atomically(self.path, data)
+            self.on_disk = data
+
     def save(self) -> None:
-        write_file_atomically(self.path, self.data())
+        self.write(self.data())
 
 
 # ------------------------------------------------------------ local index
@@ -439,13 +447,13 @@ class _Flight:
             return
         journal.entries.update(self.wanted)
         self._thread = threading.Thread(target=self._land, name="syncmail-land", daemon=True,
-                                        args=(journal.path, journal.data(), label))
+                                        args=(journal, journal.data(), label))
         self._thread.start()
 
-    def _land(self, journal_path: str, journal_data: bytes, label: str) -> None:
+    def _land(self, journal: Journal, journal_data: bytes, label: str) -> None:
         try:
             self.staging.sync()
-            write_file_atomically(journal_path, journal_data)
+            journal.write(journal_data)
             dirs: set[str] = set()
             try:
                 for copy in self.copies:

@@ -52,6 +52,11 @@ class World:
         return subprocess.run(self.argv(*args), env=self.env(**extra), capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
+    def run_argv(self, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run `argv` (syncmail under another program) in the world's environment."""
+        return subprocess.run(argv, env=self.env(), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*args), env=self.env(), stdin=subprocess.DEVNULL,
                                 **kwargs)

@@ -116,3 +116,20 @@ def test_small_runs_on_a_terminal_have_no_progress_line(world):
     assert status == 0, text
     assert text.count(" (10 bytes) to ") == 5
     assert "5/5 messages" not in text and "\x1b[K" not in text
+
+
+def test_a_run_that_finds_nothing_new_writes_nothing(world, tmp_path):
+    """Seen with strace: no fsync, syncfs or rename when nothing is new."""
+    from peers.require import require_program
+
+    strace = require_program("strace")
+    fill_server(world, 3, sizes=[10, 20, 30])
+    world.basic_config()
+    assert world.run().returncode == 0
+    log = tmp_path / "strace.log"
+    result = world.run_argv([strace, "-f", "-qq", "-o", str(log), "-e",
+                             "trace=fsync,fdatasync,syncfs,sync,rename,renameat,renameat2",
+                             *world.argv()])
+    assert result.returncode == 0, result.stderr
+    calls = [line for line in log.read_text().splitlines() if "(" in line]
+    assert calls == []
