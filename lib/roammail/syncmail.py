@@ -507,7 +507,7 @@ class _Pipeline:
       "removed": drop the removed from the journal.
 
     A message is removed on the server only after it is durable here; at
-    most four batches are in both places at once, all of them in the
+    most six batches are in both places at once, all of them in the
     journal.  After a local failure no more is asked for: what was asked
     is read, what landed is removed on the server.
     """
@@ -547,8 +547,10 @@ class _Pipeline:
                     flight.abandon()
                     raise
                 self.failure = self.failure or flight.failure
-                self.ask_ahead()
+                # The checks first: their answers then come before the
+                # next tar's, and batches leave the journal sooner.
                 self.land_and_check(flight)
+                self.ask_ahead()
             elif kind == "check":
                 self.mover.ask_removal(self.session, payload, self.by_name)
                 if payload.names:

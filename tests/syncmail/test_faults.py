@@ -3,7 +3,7 @@
 The guarantee (syncmail(1), GUARANTEES): after any interruption every
 message is on the server, or whole on the laptop, or both; never lost,
 never half-written under its name, never overwritten.  Messages in both
-places are those of the (at most four) batches in flight, and every one of
+places are those of the (at most six) batches in flight, and every one of
 them is in the journal; the next run removes them on the server (the
 journal says they were ours) without copying them again.
 ITERATIONS kills each; each run is bounded by a random delay of at most
@@ -24,6 +24,7 @@ from syncmail_helpers import check_all_local, check_nothing_lost, fill_server
 
 ITERATIONS = 50
 MAX_DELAY = 0.6
+IN_FLIGHT_BATCHES = 6  # at most in both places (syncmail(1), GUARANTEES)
 
 
 def children(pid: int) -> list[int]:
@@ -117,6 +118,7 @@ def kill_loop(world, victim: str) -> int:
             time.sleep(0.05)
         both = check_nothing_lost(world, made)
         assert both <= journal_names(world), "in both places but not in the journal"
+        assert len(both) <= IN_FLIGHT_BATCHES * world.batch
         if unnamed and (world.local / "tmp").is_dir():
             # Staged files have no name: a killed run leaves nothing behind.
             assert os.listdir(world.local / "tmp") == []
