@@ -186,7 +186,9 @@ def members(read: Callable[[int], bytes]) -> Iterator[tuple[Member, Optional[Bod
             try:
                 size = int(pax[b"size"])
             except ValueError:
-                raise TarFormatError("bad pax size") from None
+                size = -1
+            if size < 0:
+                raise TarFormatError("bad pax size")
         mtime: float = _number(block[136:148])
         if b"mtime" in pax:
             try:

@@ -172,3 +172,14 @@ def test_bad_pax_record_is_refused() -> None:
     data[start - 3:start - 1] = b"xx"  # the record's length is no number now
     with pytest.raises(tarstream.TarFormatError, match="pax"):
         list(tarstream.members(io.BytesIO(bytes(data)).read))
+
+
+def test_a_negative_pax_size_is_refused() -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("m")
+        info.pax_headers = {"size": "17"}
+        archive.addfile(info, io.BytesIO(b"x" * 17))
+    data = buffer.getvalue().replace(b"size=17\n", b"size=-1\n")  # the same length
+    with pytest.raises(tarstream.TarFormatError, match="pax size"):
+        list(tarstream.members(io.BytesIO(data).read))
