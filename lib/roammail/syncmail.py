@@ -924,12 +924,16 @@ class TerminalLog(logging.StreamHandler):
             self.line = ""
 
 
-def human_bytes(count: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"  # unreachable
+def human_bytes(count: int) -> str:
+    """"512 bytes", "4.1 KB", "46.1 MB", "2.3 GB" (powers of 1000)."""
+    if count < 1000:
+        return f"{count} bytes"
+    value = float(count)
+    for unit in ("KB", "MB"):
+        value /= 1000
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} GB"
 
 
 class Progress:

@@ -72,3 +72,10 @@ def test_ranges_round_trip(indices):
         a, _, b = part.partition("-")
         got.update(range(int(a), int(b or a) + 1))
     assert got == indices
+
+
+def test_human_bytes_for_the_progress_line():
+    from roammail.syncmail import human_bytes
+
+    assert [human_bytes(n) for n in (0, 999, 1000, 300_000, 46_100_000, 2_300_000_000)] == [
+        "0 bytes", "999 bytes", "1.0 KB", "300.0 KB", "46.1 MB", "2.3 GB"]
