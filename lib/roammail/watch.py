@@ -46,6 +46,14 @@ from inotify_simple import INotify, flags
 
 from .errors import DataError, RoammailError
 from .maildir import INBOX, is_maildir, path_to_folder
+from .watchproto import (
+    COALESCE_WINDOW,
+    READY_LINE,
+    Coalescer,
+    closed_revents,
+    protocol_lines,
+    write_all,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,12 +62,6 @@ if TYPE_CHECKING:
 # Exit codes of watch_maildirs, as the original defines them.
 EXIT_ERROR = 1
 EXIT_STRUCTURE = 2
-
-# How long a burst in one folder may be held back, in seconds: a folder
-# reported less than this long ago is reported again once this long after
-# that line, however many changes came in between.  The contract with
-# mswatch is "never later than 50 ms"; 20 ms leaves room for scheduling.
-COALESCE_WINDOW = 0.020
 
 # The sysctl that bounds the watches of one user, named in the error.
 MAX_USER_WATCHES = "fs.inotify.max_user_watches"
@@ -461,77 +463,6 @@ class MaildirWatch:
                         state.subs[sub] = None
 
 
-class Coalescer:
-    """Per-name throttle: a name is due at once unless it was written less
-    than `window` seconds ago; then it is due when that window ends, once,
-    however many changes came in between.  No change waits longer than
-    `window` (plus the caller's scheduling delay).  Times are seconds on a
-    monotonic clock, passed in: a pure object, tested with a fake clock."""
-
-    def __init__(self, window: float = COALESCE_WINDOW) -> None:
-        self.window = window
-        self._last: dict[str, float] = {}     # name -> when it was last written
-        self._pending: dict[str, float] = {}  # name -> when it is due
-
-    def add(self, name: str, now: float) -> None:
-        if name in self._pending:
-            return
-        last = self._last.get(name)
-        if last is None or now - last >= self.window:
-            self._pending[name] = now
-        else:
-            self._pending[name] = last + self.window
-
-    def next_due(self) -> float | None:
-        """The earliest time a pending name is due, None if none is."""
-        return min(self._pending.values()) if self._pending else None
-
-    def pop_due(self, now: float) -> list[str]:
-        """The names due at `now` (in the order they were added), marked as
-        written at `now`."""
-        due = [name for name, when in self._pending.items() if when <= now]
-        for name in due:
-            del self._pending[name]
-            self._last[name] = now
-        if len(self._last) > 4 * len(self._pending) + 256:
-            self._last = {name: when for name, when in self._last.items()
-                          if now - when < self.window}
-        return due
-
-    def pop_all(self) -> list[str]:
-        names = list(self._pending)
-        self._pending.clear()
-        return names
-
-
-# ------------------------------------------------------------------ output
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # a pipe reader slower than us, or a signal
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
-
-
-def _lines(names: Iterable[str], cache: dict[str, bytes] | None = None) -> bytes:
-    """The protocol lines for `names`: each as the bytes on disk, then a
-    newline.  `cache` keeps the encoded lines between calls."""
-    if cache is None:
-        cache = {}
-    out = []
-    for name in names:
-        line = cache.get(name)
-        if line is None:
-            line = cache[name] = os.fsencode(name) + b"\n"
-        out.append(line)
-    return b"".join(out)
-
-
-def _closed(revents: int) -> bool:
-    return bool(revents & (select.POLLERR | select.POLLHUP | select.POLLNVAL))
-
-
 def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE_WINDOW,
                    clock: Callable[[], float] = time.monotonic) -> None:
     """Speak the watcher protocol on `out_fd` for a started `watch`: the
@@ -547,7 +478,7 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
     poller.register(watch_fd, select.POLLIN)
     poller.register(out_fd, 0)  # 0: only POLLERR/POLLHUP/POLLNVAL, never POLLOUT
     try:
-        _write_all(out_fd, b"\n")
+        write_all(out_fd, READY_LINE)
         while True:
             due_at = coalescer.next_due()
             timeout = None
@@ -555,7 +486,7 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
                 timeout = max(0, math.ceil((due_at - clock()) * 1000))
             for fd, revents in poller.poll(timeout):
                 if fd != watch_fd:
-                    if _closed(revents):
+                    if closed_revents(revents):
                         return
                     continue
                 try:
@@ -564,7 +495,7 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
                     held = coalescer.pop_all()
                     if held:
                         try:
-                            _write_all(out_fd, _lines(held))
+                            write_all(out_fd, protocol_lines(held))
                         except OSError:
                             pass
                     raise
@@ -573,6 +504,6 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
                     coalescer.add(name, now)
             due = coalescer.pop_due(clock())
             if due:
-                _write_all(out_fd, _lines(due, encoded))
+                write_all(out_fd, protocol_lines(due, encoded))
     except BrokenPipeError:
         return
