@@ -85,9 +85,10 @@ class _Frozen:
 
 
 class Token(_Frozen):
-    """One token. kind is ID, STRING, TIME, LBRACE, RBRACE, EQUALS or EOF.
+    """One token. kind is ID, STRING, TIME, NUMBER, LBRACE, RBRACE, EQUALS or EOF.
 
     value: the identifier, the unescaped string, the TIME in seconds (int),
+    the NUMBER (int; only when tokenize() was asked for numbers),
     the punctuation character, or "" for EOF.  line: where the token starts.
     """
 
@@ -120,8 +121,12 @@ def read_config_file(path: str) -> bytes:
         raise ConfigError(str(path), 0, f"cannot read: {e.strerror or e}") from e
 
 
-def tokenize(data: bytes | str, path: str) -> list[Token]:
-    """Return the tokens of data, the last one EOF; ConfigError on a lexical error."""
+def tokenize(data: bytes | str, path: str, *, numbers: bool = False) -> list[Token]:
+    """Return the tokens of data, the last one EOF; ConfigError on a lexical error.
+
+    numbers: a bare `[0-9]+` is a NUMBER token (its value an int) instead of
+    an error; the extsmail files have none, watch-imap's has (`port = 993`).
+    """
     text = _decode(data, path)
     tokens: list[Token] = []
     line = 1
@@ -152,6 +157,12 @@ def tokenize(data: bytes | str, path: str) -> list[Token]:
             # A TIME and whatever letters stick to it, so "5mx" is one bad
             # TIME rather than a TIME followed by an identifier.
             end = _word_end(text, i + 1)
+            if numbers and text[i:end].isdigit():
+                if end - i > 12:
+                    raise ConfigError(path, line, f"number {shorten(text[i:end], 20)} is too large")
+                tokens.append(Token("NUMBER", int(text[i:end]), line))
+                i = end
+                continue
             try:
                 seconds = parse_time(text[i:end])
             except ValueError as e:
@@ -229,6 +240,8 @@ def describe(token: Token) -> str:
         return "a string"
     if token.kind == "TIME":
         return "a time"
+    if token.kind == "NUMBER":
+        return "a number"
     if token.kind == "EOF":
         return "end of file"
     return f"'{token.value}'"
@@ -285,23 +298,24 @@ class TokenStream:
         return ConfigError(self.path, token.line, message)
 
     def assignment(self, what: str) -> tuple[Token, Token]:
-        """Parse `ID = (STRING | TIME)`; return the key and the value tokens.
+        """Parse `ID = (STRING | TIME | NUMBER)`; return the key and the value tokens.
 
         what names the expected key in the error when there is no identifier.
         """
         key = self.expect("ID", what)
         self.expect("EQUALS", f"'=' after '{shorten(str(key.value))}'")
         value = self.next()
-        if value.kind not in ("STRING", "TIME"):
+        if value.kind not in ("STRING", "TIME", "NUMBER"):
             raise self.error(
                 value, f"expected a string or a time after '=', found {describe(value)}"
             )
         return key, value
 
     def check_type(self, key: Token, value: Token, kind: str) -> None:
-        """Raise ConfigError at key unless value is of kind (STRING or TIME)."""
+        """Raise ConfigError at key unless value is of kind (STRING, TIME or NUMBER)."""
         if value.kind != kind:
-            wanted = "a string" if kind == "STRING" else "a time such as 30m"
+            wanted = {"STRING": "a string", "TIME": "a time such as 30m",
+                      "NUMBER": "a number"}.get(kind, kind)
             raise self.error(key, f"'{key.value}' needs {wanted}, not {describe(value)}")
 
 
