@@ -15,7 +15,7 @@
 # end records it, and --uninstall walks the manifest.
 set -eu
 
-TOOLS="extsmail extsmaild watch-maildirs inputkill socketwatch mswatch syncmail smtpdcheck"
+TOOLS="extsmail extsmaild watch-maildirs watch-imap inputkill socketwatch mswatch syncmail smtpdcheck"
 # Extra names under which a tool is installed: ALIAS=TOOL.
 ALIASES="watch_maildirs=watch-maildirs"
 HOOKS="mail-on-failure persistent-ssh"

@@ -3,7 +3,7 @@
 # pytest (tests/conftest.py puts the installed tools first on PATH).
 
 @test "every tool is on PATH from the installed prefix" {
-  for tool in extsmail extsmaild watch-maildirs watch_maildirs inputkill \
+  for tool in extsmail extsmaild watch-maildirs watch_maildirs watch-imap inputkill \
               socketwatch mswatch syncmail smtpdcheck; do
     run command -v "$tool"
     [ "$status" -eq 0 ]

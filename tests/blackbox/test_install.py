@@ -14,7 +14,7 @@ import pytest
 from peers.require import require_program
 
 TOP = Path(__file__).resolve().parents[2]
-TOOLS = ["extsmail", "extsmaild", "watch-maildirs", "watch_maildirs", "inputkill",
+TOOLS = ["extsmail", "extsmaild", "watch-maildirs", "watch_maildirs", "watch-imap", "inputkill",
          "socketwatch", "mswatch", "syncmail", "smtpdcheck"]
 
 

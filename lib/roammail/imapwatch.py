@@ -1,0 +1,629 @@
+"""imapwatch.py: which folders of an IMAP account change, and when.
+
+It owns the watching of one account (an `Account` of watch_imap_config):
+  - NOTIFY (RFC 5465) when the server offers it: one connection, INBOX
+    examined (so that mail dropped straight into the server's INBOX
+    directory is seen too: servers watch the selected folder's files),
+    NOTIFY SET for every personal folder: new and expunged messages, flag
+    changes, folders created, deleted and renamed;
+  - otherwise IDLE (RFC 2177) on the folders named (one connection each,
+    up to max_idle) and STATUS polling of every other folder on one more
+    connection, every `poll` seconds (with LIST, for folders created,
+    deleted or renamed);
+  - keepalive: every `keepalive` seconds each connection proves it is alive
+    (IDLE ended and begun again, or NOOP) within `timeout`; a machine that
+    slept (CLOCK_BOOTTIME ran ahead of CLOCK_MONOTONIC) checks at once;
+  - roaming: a link that fails is dropped with all its siblings, then
+    connected again with a backoff (RECONNECT_FIRST doubling to
+    RECONNECT_MAX); after a reconnect every folder is reported once,
+    since changes may have been missed meanwhile;
+  - names: a server name becomes the name mbsync gives that folder
+    (`MailboxNames`): the store's path prefix removed, the hierarchy
+    delimiter made "/", modified UTF-7 decoded or not, as that mbsync does.
+
+It reports through a `Reporter` (ready(), changed(names)); it never writes
+to stdout, never exits, and raises only what cannot get better by trying
+again: AuthError, TlsError, ConfigError, UnavailableError (a pass_cmd that
+failed).  Everything else is logged and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, Iterable, Optional
+
+from .errors import ConfigError, UnavailableError
+from .imap import (
+    CommandFailed,
+    Endpoint,
+    ImapConnection,
+    LinkError,
+    Response,
+    mailbox_argument,
+    make_ssl_context,
+    mutf7_decode,
+    mutf7_encode,
+    server_mailbox,
+)
+from .watch_imap_config import Account
+
+log = logging.getLogger("roammail.imapwatch")
+
+RECONNECT_FIRST = 1.0   # s before the second attempt to connect; doubles
+RECONNECT_MAX = 60.0    # s: the longest wait between two attempts (roaming: be prompt)
+STABLE_SESSION = 30.0   # s a session must last for the backoff to start again at 0
+SLEEP_CHECK = 5.0       # s between two looks at the clocks for a suspended machine
+SLEEP_THRESHOLD = 3.0   # s of suspension that make every link prove itself at once
+SECRET_TIMEOUT = 300.0  # s a pass_cmd or user_cmd may take (a pinentry prompt)
+
+# What NOTIFY asks for: everything that changes what mbsync would sync.
+NOTIFY_SET = ("NOTIFY", "SET",
+              "(selected (MessageNew MessageExpunge FlagChange))",
+              "(personal (MessageNew MessageExpunge FlagChange MailboxName "
+              "SubscriptionChange))")
+# Untagged responses that, on a connection with a folder selected, mean
+# that folder changed.
+SELECTED_EVENTS = frozenset({"EXISTS", "EXPUNGE", "FETCH", "VANISHED"})
+
+
+# ------------------------------------------------------------ names
+
+
+class MailboxNames:
+    """Server names <-> the names mbsync gives the folders of this store.
+
+    prefix: the store's Path (or the NAMESPACE prefix), stripped from the
+    server's names; a server name outside it (INBOX aside) is not one
+    mbsync sees (to_mbsync gives None).  delimiter: the server's hierarchy
+    delimiter (None: a flat server), made "/".  utf8: decode modified
+    UTF-7 (mbsync 1.5 and later do; 1.4 shows the encoded text).
+    """
+
+    def __init__(self, prefix: str = "", delimiter: Optional[str] = ".",
+                 utf8: bool = False) -> None:
+        self.prefix = prefix
+        self.delimiter = delimiter
+        self.utf8 = utf8
+
+    def to_mbsync(self, server: str) -> Optional[str]:
+        if server == "INBOX":
+            return "INBOX"
+        name = server
+        if self.prefix:
+            if not name.startswith(self.prefix) or name == self.prefix:
+                return None
+            name = name[len(self.prefix):]
+        if self.delimiter and self.delimiter != "/":
+            name = name.replace(self.delimiter, "/")
+        if self.utf8:
+            try:
+                name = mutf7_decode(name)
+            except ValueError:
+                pass
+        return name
+
+    def to_server(self, name: str) -> str:
+        if name.upper() == "INBOX":
+            return "INBOX"
+        server = mutf7_encode(name) if self.utf8 else name
+        if self.delimiter and self.delimiter != "/":
+            server = server.replace("/", self.delimiter)
+        return self.prefix + server
+
+
+# ------------------------------------------------------------ reporting
+
+
+class Reporter:
+    """Where the watcher's news goes.  ready(): the watches are in place
+    (once); changed(names): those folders (mbsync names) changed."""
+
+    def ready(self) -> None:
+        raise NotImplementedError
+
+    def changed(self, names: Iterable[str]) -> None:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------ credentials
+
+
+async def run_secret_command(command: str, what: str) -> str:
+    """The first line a /bin/sh command prints (a pass_cmd, a user_cmd)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        raise UnavailableError(f"cannot run {what}: {exc.strerror}") from None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), SECRET_TIMEOUT)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise UnavailableError(f"{what} gave no answer within {SECRET_TIMEOUT:g} s") from None
+    if proc.returncode != 0:
+        status = (f"exit status {proc.returncode}" if proc.returncode > 0
+                  else f"killed by signal {-proc.returncode}")
+        raise UnavailableError(f"{what} failed ({status})")
+    line = out.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line:
+        raise UnavailableError(f"{what} printed nothing")
+    return line.decode("utf-8", "surrogateescape")
+
+
+class Credentials:
+    """The user and password of an account, asked for once and kept."""
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        self._user: Optional[str] = account.user
+        self._password: Optional[str] = account.password
+
+    async def user(self) -> str:
+        if self._user is None:
+            if not self.account.user_cmd:
+                raise ConfigError(*_where(self.account), f"account '{self.account.name}': "
+                                  "the server wants a login, and no user is set")
+            self._user = await run_secret_command(self.account.user_cmd, "user_cmd")
+        return self._user
+
+    async def password(self) -> str:
+        if self._password is None:
+            if not self.account.pass_cmd:
+                raise ConfigError(*_where(self.account), f"account '{self.account.name}': "
+                                  "no password (pass or pass_cmd)")
+            self._password = await run_secret_command(self.account.pass_cmd, "pass_cmd")
+        return self._password
+
+
+def endpoint_of(account: Account) -> Endpoint:
+    """Where and how to connect; ConfigError or TlsError when TLS cannot be set up."""
+    context = None
+    if account.tls != "none":
+        if not account.system_certificates and not account.ca_files:
+            raise ConfigError(*_where(account), f"account '{account.name}': no certificate "
+                              "to trust (system certificates off and no ca_file)")
+        context = make_ssl_context(account.ca_files, account.system_certificates)
+    where = "tunnel" if account.tunnel else f"{account.host}:{account.port}"
+    return Endpoint(host=account.host, port=account.port, tls=account.tls,
+                    tunnel=account.tunnel, ssl_context=context,
+                    label=f"{account.name} ({where})")
+
+
+def _where(account: Account) -> tuple:
+    path, _, line = account.where.rpartition(":")
+    return path, int(line) if line.isdigit() else 0
+
+
+# ------------------------------------------------------------ the clock
+
+
+def slept_for(previous_gap: float, gap: float) -> float:
+    """Seconds the machine was suspended between two looks at the clocks,
+    given each look's CLOCK_BOOTTIME - CLOCK_MONOTONIC (the monotonic clock
+    stops while the machine sleeps, the boot-time clock does not)."""
+    return max(0.0, gap - previous_gap)
+
+
+def clock_gap() -> float:
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return 0.0
+    return time.clock_gettime(boottime) - time.monotonic()
+
+
+# ------------------------------------------------------------ one session
+
+
+class Session:
+    """The connections of one attempt, from login to the first failure."""
+
+    def __init__(self, watch: AccountWatch) -> None:
+        self.watch = watch
+        self.account = watch.account
+        self.connections: list[ImapConnection] = []
+        self.folders: dict[str, Optional[str]] = {}  # server name -> mbsync name
+        self.names = watch.names
+        self.mode = ""
+        self.loops: list = []
+        self.tasks: list[asyncio.Task] = []
+
+    async def connect(self) -> ImapConnection:
+        account = self.account
+        conn = ImapConnection(self.watch.endpoint, account.timeout)
+        self.connections.append(conn)
+        await conn.open()
+        if not conn.preauth:
+            user = await self.watch.credentials.user()
+            password = await self.watch.credentials.password()
+            await conn.login(user, password, account.auth)
+        return conn
+
+    async def setup(self) -> None:
+        """Connect, learn the folders, start watching them."""
+        first = await self.connect()
+        await self._learn_names(first)
+        await self.list_folders(first)
+        caps = first.capabilities
+        want = self.account.mode
+        if want == "notify" and "NOTIFY" not in caps:
+            raise UnavailableError(f"{self.account.name}: the server does not offer NOTIFY "
+                                   "(mode = notify)")
+        if want in ("auto", "notify") and "NOTIFY" in caps:
+            try:
+                await self._start_notify(first)
+                self.mode = "NOTIFY"
+                return
+            except CommandFailed as exc:
+                if want == "notify":
+                    raise UnavailableError(f"{self.account.name}: NOTIFY refused: "
+                                           f"{exc.response.text}") from None
+                log.info("%s: NOTIFY refused (%s): watching with IDLE", self.account.name,
+                         exc.response.text)
+        await self._start_idle(first)
+
+    async def _learn_names(self, conn: ImapConnection) -> None:
+        account = self.account
+        prefix = account.path
+        delimiter = account.delimiter
+        if (prefix is None and account.use_namespace and "NAMESPACE" in conn.capabilities):
+            _, untagged = await conn.command("NAMESPACE")
+            for response in untagged:
+                if response.kind == "NAMESPACE" and response.data and \
+                        isinstance(response.data[0], list) and response.data[0]:
+                    personal = response.data[0][0]
+                    if isinstance(personal, list) and personal:
+                        prefix = server_mailbox(personal[0])
+                        if delimiter is None and len(personal) > 1:
+                            delimiter = _delimiter_value(personal[1])
+        if delimiter is None:
+            _, untagged = await conn.command("LIST", b'""', b'""')
+            for response in untagged:
+                if response.kind == "LIST" and len(response.data) >= 2:
+                    delimiter = _delimiter_value(response.data[1])
+        self.names = MailboxNames(prefix or "", delimiter, self.watch.names.utf8)
+        self.watch.names = self.names
+
+    async def list_folders(self, conn: ImapConnection) -> None:
+        _, untagged = await conn.command("LIST", b'""', b'"*"')
+        self._folders_from(untagged)
+
+    def all_names(self) -> list:
+        return sorted({n for n in self.folders.values() if n is not None})
+
+    def report(self, servers: Iterable[str]) -> None:
+        names = []
+        for server in servers:
+            name = self.folders.get(server) or self.names.to_mbsync(server)
+            if name is not None:
+                names.append(name)
+        if names:
+            self.watch.reporter.changed(names)
+
+    # -- NOTIFY -------------------------------------------------------------
+
+    async def _start_notify(self, conn: ImapConnection) -> None:
+        await conn.command("EXAMINE", mailbox_argument("INBOX"))
+        await conn.command(*NOTIFY_SET)
+        conn.on_untagged = self._on_notify
+        self.loops.append((self._idle_loop, conn))
+
+    def _on_notify(self, response: Response) -> None:
+        kind = response.kind
+        if kind == "STATUS" and response.data:
+            self.report([server_mailbox(response.data[0])])
+        elif kind == "LIST" and len(response.data) >= 3:
+            server = server_mailbox(response.data[2])
+            gone = isinstance(response.data[0], list) and \
+                any(str(f).lower() == "\\nonexistent" for f in response.data[0])
+            servers = [server] + _old_names(response.data[3:])
+            for old in servers[1:]:
+                self.report([old])
+                self.folders.pop(old, None)
+            if gone:
+                self.report([server])
+                self.folders.pop(server, None)
+            else:
+                self.folders[server] = self.names.to_mbsync(server)
+                self.report([server])
+        elif kind in SELECTED_EVENTS:
+            self.report(["INBOX"])
+        elif response.code_name == "NOTIFICATIONOVERFLOW":
+            self.watch.reporter.changed(self.all_names())
+
+    # -- IDLE and polling ----------------------------------------------------
+
+    async def _start_idle(self, first: ImapConnection) -> None:
+        account = self.account
+        caps = first.capabilities
+        targets: list[str] = []
+        if "IDLE" in caps:
+            for name in account.idle:
+                server = self.names.to_server(name)
+                if server not in self.folders:
+                    log.warning("%s: folder %s (to IDLE on) does not exist", account.name, name)
+                    continue
+                if server not in targets:
+                    targets.append(server)
+            if len(targets) > account.max_idle:
+                log.info("%s: IDLE on %d folders (max_idle), polling %s", account.name,
+                         account.max_idle, ", ".join(targets[account.max_idle:]))
+                targets = targets[:account.max_idle]
+        else:
+            log.info("%s: the server offers neither NOTIFY nor IDLE: polling every folder",
+                     account.name)
+        poll_every = account.poll or (0.0 if targets else 60.0)
+        polled = poll_every > 0 and any(f not in targets for f in self.folders)
+        spare: Optional[ImapConnection] = first
+        if polled:
+            self.loops.append((self._poll_loop, first, set(targets), poll_every))
+            spare = None
+        for server in targets:
+            conn = spare or await self.connect()
+            spare = None
+            await conn.command("EXAMINE", mailbox_argument(server))
+            conn.on_untagged = self._selected_handler(server)
+            self.loops.append((self._idle_loop, conn))
+        if spare is not None:  # nothing to IDLE on and nothing to poll
+            self.loops.append((self._noop_loop, spare))
+        self.mode = (f"IDLE on {len(targets)} folder{'s' if len(targets) != 1 else ''}"
+                     + (f", STATUS every {poll_every:g} s" if polled else ""))
+
+    def _selected_handler(self, server: str) -> Callable[[Response], None]:
+        def handle(response: Response) -> None:
+            if response.kind in SELECTED_EVENTS:
+                self.report([server])
+        return handle
+
+    async def _idle_loop(self, conn: ImapConnection) -> None:
+        supports_idle = "IDLE" in conn.capabilities
+        while True:
+            if supports_idle:
+                await conn.idle_start()
+            await self.watch.pause(conn, self.account.keepalive)
+            if supports_idle:
+                await conn.idle_done()
+            else:
+                await conn.command("NOOP")
+
+    async def _noop_loop(self, conn: ImapConnection) -> None:
+        while True:
+            await self.watch.pause(conn, self.account.keepalive)
+            await conn.command("NOOP")
+
+    async def _poll_loop(self, conn: ImapConnection, idled: set, every: float) -> None:
+        loop = asyncio.get_running_loop()
+        last = await self._poll(conn, idled, None)
+        next_poll = loop.time() + every
+        while True:
+            wait = min(self.account.keepalive, max(0.0, next_poll - loop.time()))
+            await self.watch.pause(conn, wait)
+            if loop.time() >= next_poll - 0.001:
+                last = await self._poll(conn, idled, last)
+                next_poll = loop.time() + every
+            else:
+                await conn.command("NOOP")
+
+    async def _poll(self, conn: ImapConnection, idled: set, last: Optional[dict]) -> dict:
+        """One look at every folder not IDLEd on: LIST, then STATUS of each;
+        report what differs from `last` (None: the first look, a baseline)."""
+        before = set(self.folders)
+        items = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
+        if "CONDSTORE" in conn.capabilities:
+            items += " HIGHESTMODSEQ"
+        statuses: dict[str, tuple] = {}
+        if "LIST-STATUS" in conn.capabilities:
+            _, untagged = await conn.command("LIST", b'""', b'"*"', "RETURN",
+                                             f"(STATUS ({items}))")
+            self._folders_from(untagged)
+            statuses = _statuses(untagged)
+        else:
+            await self.list_folders(conn)
+            watched = [f for f in self.folders if f not in idled]
+            if watched:
+                batch = [("STATUS", mailbox_argument(f), f"({items})") for f in watched]
+                results = await conn.commands(batch, name="STATUS", check=False)
+                statuses = _statuses(results[-1][1])
+        if last is not None:
+            changed = (before ^ set(self.folders)) | {
+                f for f, s in statuses.items() if f not in idled and last.get(f) != s}
+            self.report(sorted(changed))
+        return statuses
+
+    def _folders_from(self, untagged: list) -> None:
+        """The folders of LIST answers (those that can be selected)."""
+        folders: dict[str, Optional[str]] = {}
+        for response in untagged:
+            if response.kind != "LIST" or len(response.data) < 3:
+                continue
+            flags = {str(f).lower() for f in response.data[0]} \
+                if isinstance(response.data[0], list) else set()
+            if "\\noselect" in flags or "\\nonexistent" in flags:
+                continue
+            server = server_mailbox(response.data[2])
+            folders[server] = self.names.to_mbsync(server)
+        folders.setdefault("INBOX", "INBOX")
+        self.folders = folders
+
+    # -- running -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every loop until the first fails; raise its error."""
+        self.tasks = [asyncio.ensure_future(fn(*args)) for fn, *args in self.loops]
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()
+        raise LinkError(f"{self.account.name}: the watch ended")  # not reached in practice
+
+    async def close(self, polite: bool = False) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except BaseException:  # noqa: B036 - each has failed or been cancelled
+                pass
+        for conn in self.connections:
+            if polite:
+                await conn.logout()
+            else:
+                await conn.close()
+
+
+def _delimiter_value(token: object) -> Optional[str]:
+    if isinstance(token, bytes) and len(token) == 1:
+        return token.decode("ascii", "replace")
+    if isinstance(token, str) and len(token) == 1:
+        return token
+    return None  # NIL: a flat name space
+
+
+def _old_names(extended: list) -> list:
+    """The OLDNAME of a LIST's extended data (a rename), as canonical names."""
+    out = []
+    for item in extended:
+        if isinstance(item, list):
+            for i in range(0, len(item) - 1, 2):
+                if str(item[i]).upper() == "OLDNAME" and isinstance(item[i + 1], list):
+                    out.extend(server_mailbox(v) for v in item[i + 1])
+    return out
+
+
+def _statuses(untagged: list) -> dict:
+    out = {}
+    for response in untagged:
+        if response.kind == "STATUS" and len(response.data) >= 2:
+            items = response.data[1] if isinstance(response.data[1], list) else []
+            out[server_mailbox(response.data[0])] = tuple(str(v) for v in items)
+    return out
+
+
+# ------------------------------------------------------------ the account
+
+
+class AccountWatch:
+    """Watch one account for ever: connect, watch, reconnect after a failure."""
+
+    def __init__(self, account: Account, reporter: Reporter, names: MailboxNames) -> None:
+        self.account = account
+        self.reporter = reporter
+        self.names = names
+        self.endpoint = endpoint_of(account)
+        self.credentials = Credentials(account)
+        self._wakers: set[asyncio.Event] = set()
+        self.session: Optional[Session] = None
+
+    def wake_all(self) -> None:
+        """Make every connection prove at once that it is alive."""
+        for event in self._wakers:
+            event.set()
+
+    async def pause(self, conn: ImapConnection, seconds: float) -> None:
+        """Wait `seconds`, less if woken; raise at once if conn fails."""
+        event = asyncio.Event()
+        self._wakers.add(event)
+        waiters = [asyncio.ensure_future(event.wait()),
+                   asyncio.ensure_future(conn.closed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._wakers.discard(event)
+            for waiter in waiters:
+                waiter.cancel()
+        if conn.failure is not None:
+            raise conn.failure
+
+    async def _sleep(self, seconds: float) -> None:
+        event = asyncio.Event()
+        self._wakers.add(event)
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._wakers.discard(event)
+
+    async def watch_clocks(self) -> None:
+        gap = clock_gap()
+        while True:
+            await asyncio.sleep(SLEEP_CHECK)
+            now_gap = clock_gap()
+            slept = slept_for(gap, now_gap)
+            gap = now_gap
+            if slept >= SLEEP_THRESHOLD:
+                log.info("%s: the machine slept %.0f s: checking the connections",
+                         self.account.name, slept)
+                self.wake_all()
+
+    async def run(self) -> None:
+        """Never returns; raises only errors that retrying cannot mend."""
+        name = self.account.name
+        announced = False
+        delay = 0.0
+        clocks = asyncio.ensure_future(self.watch_clocks())
+        try:
+            while True:
+                session = Session(self)
+                self.session = session
+                try:
+                    await session.setup()
+                except (LinkError, CommandFailed) as exc:
+                    await session.close()
+                    delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, delay * 2))
+                    log.warning("%s; trying again in %.0f s", exc, delay)
+                    await self._sleep(delay)
+                    continue
+                except BaseException:
+                    await session.close()
+                    raise
+                log.info("%s: watching %d folders (%s)", name, len(session.all_names()),
+                         session.mode)
+                if announced:
+                    self.reporter.changed(session.all_names())
+                else:
+                    self.reporter.ready()
+                    announced = True
+                started = time.monotonic()
+                try:
+                    await session.run()
+                except (LinkError, CommandFailed) as exc:
+                    log.warning("%s; connecting again", exc)
+                finally:
+                    await session.close()
+                if time.monotonic() - started >= STABLE_SESSION:
+                    delay = 0.0
+                else:
+                    delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, delay * 2))
+                    await self._sleep(delay)
+        finally:
+            clocks.cancel()
+
+    async def stop(self) -> None:
+        """Log out of every connection (SIGTERM)."""
+        if self.session is not None:
+            await self.session.close(polite=True)
+
+
+async def list_names(account: Account, names: MailboxNames) -> list:
+    """The folders of the account as mbsync names them (watch-imap --list)."""
+
+    class _Quiet(Reporter):
+        def ready(self) -> None:
+            pass
+
+        def changed(self, names: Iterable[str]) -> None:
+            pass
+
+    watch = AccountWatch(account, _Quiet(), names)
+    session = Session(watch)
+    try:
+        conn = await session.connect()
+        await session._learn_names(conn)
+        await session.list_folders(conn)
+        return session.all_names()
+    finally:
+        await session.close(polite=True)
