@@ -844,6 +844,8 @@ class ImapConnection:
         """LOGOUT, briefly and best effort, then close."""
         if self.failure is None and self._writer is not None:
             try:
+                if self._idle_future is not None:
+                    await asyncio.wait_for(self.idle_done(), min(self.timeout, 2.0))
                 await asyncio.wait_for(self.command("LOGOUT"), min(self.timeout, 2.0))
             except (RoammailError, asyncio.TimeoutError, OSError):
                 pass

@@ -301,6 +301,7 @@ class Session:
             if name is not None:
                 names.append(name)
         if names:
+            log.debug("%s: changed: %s", self.account.name, ", ".join(names))
             self.watch.reporter.changed(names)
 
     # -- NOTIFY -------------------------------------------------------------
@@ -467,11 +468,8 @@ class Session:
                 await task
             except BaseException:  # noqa: B036 - each has failed or been cancelled
                 pass
-        for conn in self.connections:
-            if polite:
-                await conn.logout()
-            else:
-                await conn.close()
+        await asyncio.gather(*(conn.logout() if polite else conn.close()
+                               for conn in self.connections))
 
 
 def _delimiter_value(token: object) -> Optional[str]:
@@ -515,7 +513,6 @@ class AccountWatch:
         self.endpoint = endpoint_of(account)
         self.credentials = Credentials(account)
         self._wakers: set[asyncio.Event] = set()
-        self.session: Optional[Session] = None
 
     def wake_all(self) -> None:
         """Make every connection prove at once that it is alive."""
@@ -568,7 +565,6 @@ class AccountWatch:
         try:
             while True:
                 session = Session(self)
-                self.session = session
                 try:
                     await session.setup()
                 except (LinkError, CommandFailed) as exc:
@@ -592,8 +588,13 @@ class AccountWatch:
                     await session.run()
                 except (LinkError, CommandFailed) as exc:
                     log.warning("%s; connecting again", exc)
-                finally:
                     await session.close()
+                except asyncio.CancelledError:  # told to stop: log out
+                    await session.close(polite=True)
+                    raise
+                except BaseException:
+                    await session.close()
+                    raise
                 if time.monotonic() - started >= STABLE_SESSION:
                     delay = 0.0
                 else:
@@ -601,11 +602,6 @@ class AccountWatch:
                     await self._sleep(delay)
         finally:
             clocks.cancel()
-
-    async def stop(self) -> None:
-        """Log out of every connection (SIGTERM)."""
-        if self.session is not None:
-            await self.session.close(polite=True)
 
 
 async def list_names(account: Account, names: MailboxNames) -> list:

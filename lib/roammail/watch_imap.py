@@ -148,22 +148,21 @@ async def watch(account, names: MailboxNames) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     watcher = AccountWatch(account, reporter, names)
     task = asyncio.ensure_future(watcher.run())
-    ends = [task, asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reporter.gone.wait())]
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reporter.gone.wait())]
     try:
-        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for end in ends:
-            end.cancel()
+        for waiter in waits:
+            waiter.cancel()
+        task.cancel()  # a watch that ended with an error is done: no-op
         try:
             await task
-        except asyncio.CancelledError:
+        except BaseException:  # noqa: B036 - looked at below, once cleaned up
             pass
-        finally:
-            await watcher.stop()
-            reporter.close()
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(signum)
-    if task.done() and not task.cancelled() and task.exception() is not None:
+        reporter.close()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+    if not task.cancelled() and task.exception() is not None:
         raise task.exception()
     if stopped.get("signal") == signal.SIGINT:
         return EXIT_INTERRUPTED
