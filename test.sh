@@ -4,7 +4,9 @@
 #   ./test.sh [PYTEST-ARGS...]
 #
 # 1. As root, installs the Debian packages the suite talks to (sshd, mbsync,
-#    mail and a local MTA, the C extsmail, mandoc, bats...) when missing.
+#    mail and a local MTA, the C extsmail, Dovecot, mandoc, bats...) when
+#    missing, and creates the system user roammail-test the test Dovecot
+#    runs as (Dovecot refuses mail access as root).
 # 2. Creates or refreshes the test virtualenv .venv-test (pytest,
 #    pytest-shell, hypothesis, aiosmtpd, ruff, and roammail itself).
 # 3. Installs roammail with ./install.sh into .test-prefix, so black-box
@@ -24,7 +26,9 @@ die() { echo "$prog: $*" >&2; exit 1; }
 DEBS="openssh-server openssh-client isync bsd-mailx dma mandoc bats extsmail
 msmtp swaks neomutt git-email python3-venv iproute2 procps man-db
 libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace
-libarchive-tools pax"
+libarchive-tools pax dovecot-imapd openssl"
+# The user the test Dovecot (tests/peers/dovecot.py) runs as when we are root.
+TEST_USER=roammail-test
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
@@ -39,6 +43,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         apt-get install -y -q --no-install-recommends $missing >/dev/null ||
             die "apt-get could not install:$missing"
+    fi
+    if ! id "$TEST_USER" >/dev/null 2>&1; then
+        say "creating system user $TEST_USER"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$TEST_USER" || die "cannot create user $TEST_USER"
     fi
 elif [ "${CI:-}" = true ]; then
     die "CI=true needs root to install the Debian packages the suite uses"

@@ -1,11 +1,14 @@
-"""The peers (tests/peers) work for real: sshd logins, SMTP servers, maildirs."""
+"""The peers (tests/peers) work for real: sshd logins, SMTP servers, maildirs, Dovecot."""
 
 from __future__ import annotations
 
+import imaplib
 import os
+import re
 import select
 import smtplib
 import socket
+import ssl
 import stat
 import subprocess
 import time
@@ -13,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from peers.fixtures import MaildirFactory
-from peers.maildirs import add_message, folder_path, make_maildir, messages
-from peers.require import require_program, require_root
+from peers.dovecot import DovecotServer, imap_utf7_decode, imap_utf7_encode
+from peers.fixtures import DovecotFactory, MaildirFactory
+from peers.maildirs import add_message, folder_path, make_maildir, messages, render_message
+from peers.require import require_executable, require_program, require_root, require_user
 from peers.smtp import (
     ScriptedServer,
     SmtpServer,
@@ -63,6 +67,28 @@ def test_require_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="needs root: binds port 25"):
         require_root("binds port 25")
+
+
+def test_require_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert require_user("root", "owns everything").pw_uid == 0
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception,
+                       match=r"user no-such-user-x is missing \(runs it\): \./test\.sh creates it"):
+        require_user("no-such-user-x", "runs it")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="user no-such-user-x is missing"):
+        require_user("no-such-user-x", "runs it")
+
+
+def test_require_executable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert require_executable(["/no/such/prog", "/bin/sh"], "a shell") == "/bin/sh"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception,
+                       match=r"a tool is missing \(looked for /no/such/prog\)"):
+        require_executable(["/no/such/prog"], "a tool")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="a tool is missing"):
+        require_executable(["/no/such/prog"], "a tool")
 
 
 # --------------------------------------------------------------------- sshd
@@ -345,3 +371,282 @@ def test_add_message_and_messages(maildir_factory: MaildirFactory) -> None:
     assert list((base / "tmp").iterdir()) == []
     with pytest.raises(FileNotFoundError):
         add_message(base, "NoSuchFolder")
+
+
+# ------------------------------------------------------------------ dovecot
+
+
+def test_dovecot_utf7_names() -> None:
+    pairs = {"Café": "Caf&AOk-", "a&b": "a&-b", "台北": "&U,BTFw-", "日本語": "&ZeVnLIqe-",
+             "Lists.foo": "Lists.foo", "": ""}
+    for text, name in pairs.items():
+        assert (imap_utf7_encode(text), imap_utf7_decode(name)) == (name, text)
+
+
+def _status(server: DovecotServer, *folders: str) -> dict[str, int]:
+    """MESSAGES of each folder, by IMAP STATUS."""
+    counts = {}
+    with server.client() as client:
+        for folder in folders:
+            typ, data = client.status(f'"{folder}"', "(MESSAGES)")
+            assert typ == "OK", data
+            found = re.search(rb"\(MESSAGES (\d+)\)", data[0])
+            assert found is not None, data
+            counts[folder] = int(found.group(1))
+    return counts
+
+
+def _capabilities(client: imaplib.IMAP4) -> set[str]:
+    typ, data = client.capability()
+    assert typ == "OK"
+    return set(data[0].decode().upper().split())
+
+
+class _RawImap:
+    """A bare IMAP-over-TLS connection whose reads may time out and be retried."""
+
+    def __init__(self, server: DovecotServer) -> None:
+        raw = socket.create_connection((server.address, server.imaps_port), timeout=5)
+        self.sock = server.ssl_context().wrap_socket(raw, server_hostname=server.host)
+        self.buffer = b""
+        assert self.line(5).startswith(b"* OK")
+
+    def line(self, timeout: float) -> bytes:
+        self.sock.settimeout(timeout)
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            assert chunk, f"connection closed after {self.buffer!r}"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def command(self, tag: str, command: str, timeout: float = 5) -> bytes:
+        self.sock.sendall(f"{tag} {command}\r\n".encode())
+        return self.tagged(tag, timeout)
+
+    def tagged(self, tag: str, timeout: float) -> bytes:
+        while True:
+            line = self.line(timeout)
+            if line.startswith(f"{tag} ".encode()):
+                return line
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.slow
+def test_dovecot_imaps_login_verified_with_ca_file(dovecot: DovecotServer) -> None:
+    assert (dovecot.host, dovecot.address) == ("localhost", "127.0.0.1")
+    with dovecot.client() as client:
+        assert client.noop()[0] == "OK"
+        assert isinstance(client.sock, ssl.SSLSocket)
+        cert = client.sock.getpeercert()
+        assert cert is not None
+        assert ("DNS", "localhost") in cert["subjectAltName"]
+        assert ("IP Address", "127.0.0.1") in cert["subjectAltName"]
+    context = ssl.create_default_context(cafile=str(dovecot.ca_file))
+    with imaplib.IMAP4_SSL(dovecot.host, dovecot.imaps_port, ssl_context=context,
+                           timeout=5) as client:
+        assert client.login(dovecot.user, dovecot.password)[0] == "OK"
+    with pytest.raises(imaplib.IMAP4.error):
+        with imaplib.IMAP4_SSL(dovecot.host, dovecot.imaps_port, ssl_context=context,
+                               timeout=5) as client:
+            client.login(dovecot.user, "wrong")
+
+
+@pytest.mark.slow
+def test_dovecot_other_ca_file_fails_verification(dovecot: DovecotServer) -> None:
+    context = ssl.create_default_context(cafile=str(dovecot.other_ca_file))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        imaplib.IMAP4_SSL(dovecot.host, dovecot.imaps_port, ssl_context=context, timeout=5)
+
+
+@pytest.mark.slow
+def test_dovecot_starttls_on_imap_port(dovecot: DovecotServer) -> None:
+    with imaplib.IMAP4(dovecot.host, dovecot.imap_port, timeout=5) as client:
+        assert "STARTTLS" in client.capabilities
+        assert client.starttls(ssl_context=dovecot.ssl_context())[0] == "OK"
+        assert isinstance(client.sock, ssl.SSLSocket)
+        assert client.login(dovecot.user, dovecot.password)[0] == "OK"
+        assert client.noop()[0] == "OK"
+
+
+@pytest.mark.slow
+def test_dovecot_notify_by_default_and_not_with_notify_false(
+        dovecot_factory: DovecotFactory) -> None:
+    with_notify = dovecot_factory()
+    without = dovecot_factory(notify=False)
+    assert (with_notify.notify, without.notify) == (True, False)
+    with with_notify.client() as client:
+        on = _capabilities(client)
+    with without.client() as client:
+        off = _capabilities(client)
+    assert "NOTIFY" in on and "IDLE" in on
+    assert off == on - {"NOTIFY"}
+
+
+@pytest.mark.slow
+def test_dovecot_tunnel_gives_preauth_and_list(dovecot: DovecotServer) -> None:
+    dovecot.create_folder("Lists.foo")
+    script = b'a LIST "" "*"\r\nb LOGOUT\r\n'
+    for argv in (["/bin/sh", "-c", dovecot.tunnel_command()], dovecot.tunnel_argv()):
+        result = subprocess.run(argv, input=script, capture_output=True, timeout=10)
+        assert (result.returncode, result.stderr) == (0, b"")
+        lines = result.stdout.split(b"\r\n")
+        assert re.fullmatch(rb"\* PREAUTH \[CAPABILITY IMAP4rev1 [^]]*\] Logged in as tester",
+                            lines[0]), lines[0]
+        listed = {line.rsplit(b" ", 1)[-1] for line in lines if line.startswith(b"* LIST ")}
+        assert listed == {b"INBOX", b"Lists", b"Lists.foo"}  # CREATE made the parent
+        assert b'* LIST (\\HasNoChildren) "." Lists.foo' in lines
+        assert any(line.startswith(b"a OK") for line in lines)
+    assert "Logged out" in dovecot.log_text()
+
+
+@pytest.mark.slow
+def test_dovecot_deliveries_put_one_message_where_asked(dovecot: DovecotServer) -> None:
+    folders = ("INBOX", "Lists.foo", "Caf&AOk-")
+    for folder in folders[1:]:
+        dovecot.create_folder(folder)
+    assert (dovecot.maildir / ".Caf&AOk-" / "cur").is_dir()
+    assert _status(dovecot, *folders) == {"INBOX": 0, "Lists.foo": 0, "Caf&AOk-": 0}
+
+    dovecot.deliver("Caf&AOk-", render_message(b"by lda", subject="lda"))
+    assert _status(dovecot, *folders) == {"INBOX": 0, "Lists.foo": 0, "Caf&AOk-": 1}
+
+    path = dovecot.deliver_raw("Lists.foo", render_message(b"raw", subject="raw"))
+    assert path.parent == dovecot.maildir / ".Lists.foo" / "new"
+    info = path.stat()
+    assert (info.st_uid, info.st_gid) == (dovecot.run_as.uid, dovecot.run_as.gid)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert list((dovecot.maildir / ".Lists.foo" / "tmp").iterdir()) == []
+    assert _status(dovecot, *folders) == {"INBOX": 0, "Lists.foo": 1, "Caf&AOk-": 1}
+
+    dovecot.append("INBOX", render_message(b"appended", subject="append"))
+    assert _status(dovecot, *folders) == {"INBOX": 1, "Lists.foo": 1, "Caf&AOk-": 1}
+
+    with dovecot.client() as client:
+        for folder, subject in (("INBOX", b"append"), ("Lists.foo", b"raw"),
+                                ("Caf&AOk-", b"lda")):
+            assert client.select(f'"{folder}"', readonly=True)[0] == "OK"
+            typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            assert typ == "OK" and data[0] is not None
+            assert data[0][1].strip() == b"Subject: " + subject
+
+    with pytest.raises(FileNotFoundError):
+        dovecot.deliver("No.such", render_message(b"lost"))
+    with pytest.raises(FileNotFoundError):
+        dovecot.deliver_raw("No.such", render_message(b"lost"))
+    assert _status(dovecot, *folders) == {"INBOX": 1, "Lists.foo": 1, "Caf&AOk-": 1}
+
+
+@pytest.mark.slow
+def test_dovecot_freeze_silences_a_client_and_thaw_brings_it_back(
+        dovecot: DovecotServer) -> None:
+    conn = _RawImap(dovecot)
+    try:
+        assert conn.command("a", f"LOGIN {dovecot.user} {dovecot.password}").startswith(b"a OK")
+        assert conn.command("b", "NOOP").startswith(b"b OK")
+        dovecot.freeze()
+        conn.sock.sendall(b"c NOOP\r\n")
+        with pytest.raises(TimeoutError):
+            conn.line(0.5)
+        with socket.create_connection((dovecot.address, dovecot.imap_port), timeout=2) as late:
+            late.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                late.recv(1024)  # accepted by the kernel, never greeted
+        dovecot.thaw()
+        assert conn.tagged("c", 5).startswith(b"c OK")
+        assert conn.command("d", "NOOP").startswith(b"d OK")
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_dovecot_kill_drops_connections_and_restart_keeps_mail(
+        dovecot: DovecotServer) -> None:
+    dovecot.append("INBOX", render_message(b"kept", subject="kept"))
+    ports = (dovecot.imap_port, dovecot.imaps_port)
+    client = dovecot.client()
+    try:
+        assert client.select("INBOX")[1] == [b"1"]
+        dovecot.kill()
+        with pytest.raises((imaplib.IMAP4.abort, OSError)):
+            client.noop()
+    finally:
+        try:
+            client.shutdown()
+        except OSError:
+            pass
+    assert dovecot.processes() == set() and not dovecot.running()
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((dovecot.address, port), timeout=2).close()
+    dovecot.restart()
+    assert (dovecot.imap_port, dovecot.imaps_port) == ports
+    assert dovecot.running() and dovecot.pid in dovecot.processes()
+    assert _status(dovecot, "INBOX") == {"INBOX": 1}
+
+
+@pytest.mark.slow
+def test_dovecot_sessions_counts_logged_in_clients(dovecot: DovecotServer) -> None:
+    assert dovecot.sessions() == 0
+    first = dovecot.client()
+    assert dovecot.sessions() == 1
+    second = dovecot.client()
+    assert dovecot.sessions() == 2
+    tunnel = subprocess.Popen(dovecot.tunnel_argv(), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert _read_line(tunnel.stdout, 10).startswith(b"* PREAUTH ")
+        assert dovecot.sessions() == 3
+    finally:
+        assert tunnel.stdin is not None and tunnel.stdout is not None
+        tunnel.stdin.close()
+        tunnel.stdout.close()
+        tunnel.wait(timeout=10)
+    assert dovecot.wait_for_sessions(2, timeout=5)
+    second.logout()
+    assert dovecot.wait_for_sessions(1, timeout=5)
+    assert dovecot.sessions() == 1
+    first.logout()
+    assert dovecot.wait_for_sessions(0, timeout=5)
+
+
+@pytest.mark.slow
+def test_dovecot_stop_leaves_no_process(dovecot_factory: DovecotFactory) -> None:
+    server = dovecot_factory()
+    client = server.client()
+    tunnel = subprocess.Popen(server.tunnel_argv(), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert _read_line(tunnel.stdout, 10).startswith(b"* PREAUTH ")
+        pids = server.processes()
+        assert server.pid in pids and tunnel.pid in pids
+        assert len(pids) >= 5  # master, log, config, login, imap, tunnel imap, ...
+        server.freeze()
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 5
+        assert [pid for pid in pids if _alive(pid)] == []
+        assert server.processes() == set() and server.pid is None
+        assert tunnel.wait(timeout=5) != 0 or tunnel.returncode == 0
+        server.stop()  # idempotent
+    finally:
+        assert tunnel.stdin is not None and tunnel.stdout is not None
+        tunnel.stdin.close()
+        tunnel.stdout.close()
+        tunnel.wait(timeout=5)
+        try:
+            client.shutdown()
+        except OSError:
+            pass
+    for port in (server.imap_port, server.imaps_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((server.address, port), timeout=2).close()
+    server.restart()
+    assert _status(server, "INBOX") == {"INBOX": 0}
+    directory = server.directory
+    server.close()
+    assert server.processes() == set()
+    assert directory.exists() != server.private
+    server.close()  # idempotent

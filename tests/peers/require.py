@@ -9,8 +9,9 @@ test fails instead of silently skipping.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
 import pytest
 
@@ -54,3 +55,26 @@ def require_root(reason: str) -> None:
     """Skip the test (fail in CI) unless running as root; `reason` says why root is needed."""
     if os.geteuid() != 0:
         _missing(f"needs root: {reason}")
+
+
+def require_executable(candidates: Sequence[str], what: str) -> str:
+    """Return the first executable of `candidates` (absolute paths); skip (fail in CI) if none.
+
+    For programs outside PATH and sbin, such as Dovecot's /usr/lib/dovecot/imap;
+    `what` names the package that provides them.
+    """
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
+            return candidate
+    _missing(f"{what} is missing (looked for {', '.join(candidates)}): ./test.sh installs it")
+
+
+def require_user(name: str, reason: str) -> pwd.struct_passwd:
+    """Return the passwd entry of user `name`; skip the test (fail in CI) if there is none.
+
+    `reason` says what the user is for.
+    """
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        _missing(f"user {name} is missing ({reason}): ./test.sh creates it")
