@@ -486,7 +486,9 @@ def _old_names(extended: list) -> list:
     for item in extended:
         if isinstance(item, list):
             for i in range(0, len(item) - 1, 2):
-                if str(item[i]).upper() == "OLDNAME" and isinstance(item[i + 1], list):
+                key = item[i].decode("ascii", "replace") if isinstance(item[i], bytes) \
+                    else str(item[i])
+                if key.upper() == "OLDNAME" and isinstance(item[i + 1], list):
                     out.extend(server_mailbox(v) for v in item[i + 1])
     return out
 
