@@ -593,7 +593,13 @@ class ImapConnection:
                     raw = await self._read_response()
                 except EOFError:
                     raise LinkError(f"{label}: {self._ended_text()}") from None
-                self._dispatch(parse_response(raw))
+                try:
+                    response = parse_response(raw)
+                except ProtocolError:
+                    if self._greeting is not None and not self._greeting.done():
+                        raise ProtocolError(f"not an IMAP greeting: {raw[:60]!r}") from None
+                    raise
+                self._dispatch(response)
         except asyncio.CancelledError:
             self._fail(LinkError(f"{label}: connection closed"))
             raise
