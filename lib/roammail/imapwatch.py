@@ -57,6 +57,7 @@ STABLE_SESSION = 30.0   # s a session must last for the backoff to start again a
 SLEEP_CHECK = 5.0       # s between two looks at the clocks for a suspended machine
 SLEEP_THRESHOLD = 3.0   # s of suspension that make every link prove itself at once
 SECRET_TIMEOUT = 300.0  # s a pass_cmd or user_cmd may take (a pinentry prompt)
+NO_IDLE_POLL = 60.0     # s between polls when nothing can be IDLEd on and poll is 0
 
 # What NOTIFY asks for: everything that changes what mbsync would sync.
 NOTIFY_SET = ("NOTIFY", "SET",
@@ -310,7 +311,15 @@ class Session:
         await conn.command("EXAMINE", mailbox_argument("INBOX"))
         await conn.command(*NOTIFY_SET)
         conn.on_untagged = self._on_notify
-        self.loops.append((self._idle_loop, conn))
+        poller = None
+        if self.account.poll > 0:
+            # Mail written into a folder behind the server's back is told of
+            # only once the server looks at it: a STATUS of every folder now
+            # and then makes it look (and shows the change itself).
+            poller = Poller(self, conn, set(), self.account.poll,
+                            during=self._on_notify_while_polling)
+            await poller.poll()
+        self.loops.append(Keepalive(self, conn, idle=True, poller=poller))
 
     def _on_notify(self, response: Response) -> None:
         kind = response.kind
@@ -335,6 +344,12 @@ class Session:
         elif response.code_name == "NOTIFICATIONOVERFLOW":
             self.watch.reporter.changed(self.all_names())
 
+    def _on_notify_while_polling(self, response: Response) -> None:
+        """During a poll, STATUS and LIST are its answers (a change they
+        show is reported by the comparison); the rest is news as ever."""
+        if response.kind not in ("STATUS", "LIST"):
+            self._on_notify(response)
+
     # -- IDLE and polling ----------------------------------------------------
 
     async def _start_idle(self, first: ImapConnection) -> None:
@@ -356,83 +371,31 @@ class Session:
         else:
             log.info("%s: the server offers neither NOTIFY nor IDLE: polling every folder",
                      account.name)
-        poll_every = account.poll or (0.0 if targets else 60.0)
-        polled = poll_every > 0 and any(f not in targets for f in self.folders)
+        # Nothing IDLEd on and polling off would watch nothing: poll anyway.
+        every = account.poll or (0.0 if targets else NO_IDLE_POLL)
+        polled = every > 0 and any(f not in targets for f in self.folders)
         spare: Optional[ImapConnection] = first
         if polled:
-            self.loops.append((self._poll_loop, first, set(targets), poll_every))
+            poller = Poller(self, first, set(targets), every)
+            await poller.poll()
+            self.loops.append(Keepalive(self, first, idle=False, poller=poller))
             spare = None
         for server in targets:
             conn = spare or await self.connect()
             spare = None
             await conn.command("EXAMINE", mailbox_argument(server))
             conn.on_untagged = self._selected_handler(server)
-            self.loops.append((self._idle_loop, conn))
+            self.loops.append(Keepalive(self, conn, idle=True))
         if spare is not None:  # nothing to IDLE on and nothing to poll
-            self.loops.append((self._noop_loop, spare))
+            self.loops.append(Keepalive(self, spare, idle=False))
         self.mode = (f"IDLE on {len(targets)} folder{'s' if len(targets) != 1 else ''}"
-                     + (f", STATUS every {poll_every:g} s" if polled else ""))
+                     + (f", STATUS every {every:g} s" if polled else ""))
 
     def _selected_handler(self, server: str) -> Callable[[Response], None]:
         def handle(response: Response) -> None:
             if response.kind in SELECTED_EVENTS:
                 self.report([server])
         return handle
-
-    async def _idle_loop(self, conn: ImapConnection) -> None:
-        supports_idle = "IDLE" in conn.capabilities
-        while True:
-            if supports_idle:
-                await conn.idle_start()
-            await self.watch.pause(conn, self.account.keepalive)
-            if supports_idle:
-                await conn.idle_done()
-            else:
-                await conn.command("NOOP")
-
-    async def _noop_loop(self, conn: ImapConnection) -> None:
-        while True:
-            await self.watch.pause(conn, self.account.keepalive)
-            await conn.command("NOOP")
-
-    async def _poll_loop(self, conn: ImapConnection, idled: set, every: float) -> None:
-        loop = asyncio.get_running_loop()
-        last = await self._poll(conn, idled, None)
-        next_poll = loop.time() + every
-        while True:
-            wait = min(self.account.keepalive, max(0.0, next_poll - loop.time()))
-            await self.watch.pause(conn, wait)
-            if loop.time() >= next_poll - 0.001:
-                last = await self._poll(conn, idled, last)
-                next_poll = loop.time() + every
-            else:
-                await conn.command("NOOP")
-
-    async def _poll(self, conn: ImapConnection, idled: set, last: Optional[dict]) -> dict:
-        """One look at every folder not IDLEd on: LIST, then STATUS of each;
-        report what differs from `last` (None: the first look, a baseline)."""
-        before = set(self.folders)
-        items = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
-        if "CONDSTORE" in conn.capabilities:
-            items += " HIGHESTMODSEQ"
-        statuses: dict[str, tuple] = {}
-        if "LIST-STATUS" in conn.capabilities:
-            _, untagged = await conn.command("LIST", b'""', b'"*"', "RETURN",
-                                             f"(STATUS ({items}))")
-            self._folders_from(untagged)
-            statuses = _statuses(untagged)
-        else:
-            await self.list_folders(conn)
-            watched = [f for f in self.folders if f not in idled]
-            if watched:
-                batch = [("STATUS", mailbox_argument(f), f"({items})") for f in watched]
-                results = await conn.commands(batch, name="STATUS", check=False)
-                statuses = _statuses(results[-1][1])
-        if last is not None:
-            changed = (before ^ set(self.folders)) | {
-                f for f, s in statuses.items() if f not in idled and last.get(f) != s}
-            self.report(sorted(changed))
-        return statuses
 
     def _folders_from(self, untagged: list) -> None:
         """The folders of LIST answers (those that can be selected)."""
@@ -453,7 +416,7 @@ class Session:
 
     async def run(self) -> None:
         """Run every loop until the first fails; raise its error."""
-        self.tasks = [asyncio.ensure_future(fn(*args)) for fn, *args in self.loops]
+        self.tasks = [asyncio.ensure_future(keepalive.run()) for keepalive in self.loops]
         done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             if task.exception() is not None:
@@ -470,6 +433,85 @@ class Session:
                 pass
         await asyncio.gather(*(conn.logout() if polite else conn.close()
                                for conn in self.connections))
+
+
+class Poller:
+    """STATUS of every folder not IDLEd on, now and then, on one connection:
+    what differs from the last look is reported, and so are folders that
+    came or went (LIST).  `during`: the connection's handler while a poll
+    runs (None: none; its answers are not news)."""
+
+    def __init__(self, session: Session, conn: ImapConnection, idled: set, every: float,
+                 during: Optional[Callable[[Response], None]] = None) -> None:
+        self.session = session
+        self.conn = conn
+        self.idled = idled
+        self.during = during
+        self.every = every
+        self.last: Optional[dict] = None
+
+    async def poll(self) -> None:
+        """One look; the first is the baseline and reports nothing."""
+        session, conn = self.session, self.conn
+        handler, conn.on_untagged = conn.on_untagged, self.during
+        try:
+            before = set(session.folders)
+            items = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
+            if "CONDSTORE" in conn.capabilities:
+                items += " HIGHESTMODSEQ"
+            statuses: dict[str, tuple] = {}
+            if "LIST-STATUS" in conn.capabilities:
+                _, untagged = await conn.command("LIST", b'""', b'"*"', "RETURN",
+                                                 f"(STATUS ({items}))")
+                session._folders_from(untagged)
+                statuses = _statuses(untagged)
+            else:
+                await session.list_folders(conn)
+                watched = [f for f in session.folders if f not in self.idled]
+                if watched:
+                    batch = [("STATUS", mailbox_argument(f), f"({items})") for f in watched]
+                    results = await conn.commands(batch, name="STATUS", check=False)
+                    statuses = _statuses(results[-1][1])
+        finally:
+            conn.on_untagged = handler
+        if self.last is not None:
+            changed = (before ^ set(session.folders)) | {
+                f for f, s in statuses.items()
+                if f not in self.idled and self.last.get(f) != s}
+            session.report(sorted(changed))
+        self.last = statuses
+
+
+class Keepalive:
+    """One connection's life: IDLE (when `idle`) renewed, or a NOOP, every
+    keepalive seconds, each answer awaited within the timeout; the poller's
+    look every poll seconds.  Raises when the link fails."""
+
+    def __init__(self, session: Session, conn: ImapConnection, *, idle: bool,
+                 poller: Optional[Poller] = None) -> None:
+        self.session = session
+        self.conn = conn
+        self.idle = idle and "IDLE" in conn.capabilities
+        self.poller = poller
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn, keepalive = self.conn, self.session.account.keepalive
+        next_poll = loop.time() + self.poller.every if self.poller else None
+        while True:
+            if self.idle:
+                await conn.idle_start()
+            wait = keepalive if next_poll is None else \
+                min(keepalive, max(0.0, next_poll - loop.time()))
+            await self.session.watch.pause(conn, wait)
+            if self.idle:
+                await conn.idle_done()
+            if next_poll is not None and loop.time() >= next_poll - 0.001:
+                assert self.poller is not None
+                await self.poller.poll()
+                next_poll = loop.time() + self.poller.every
+            elif not self.idle:
+                await conn.command("NOOP")
 
 
 def _delimiter_value(token: object) -> Optional[str]:

@@ -122,6 +122,18 @@ def test_notify_reports_each_change_on_one_connection(dovecot, watch_imap) -> No
     assert "Logged out" in dovecot.log_text()
 
 
+def test_notify_polls_for_mail_written_behind_the_servers_back(dovecot, watch_imap) -> None:
+    make_folders(dovecot)
+    w = watch_imap(account(dovecot, poll="1s"))
+    w.ready()
+    w.lines_for(1.0)
+    # Dovecot does not tell NOTIFY clients of this file in a folder that is
+    # not selected; the next STATUS poll (on the same connection) finds it.
+    dovecot.deliver_raw("Lists.foo", mail())
+    w.expect(["Lists/foo"], timeout=5)
+    assert dovecot.sessions() == 1
+
+
 def test_idle_fallback_without_notify(dovecot_factory, watch_imap) -> None:
     server = dovecot_factory(notify=False)
     make_folders(server)
