@@ -306,3 +306,20 @@ def test_sigint_exits_130(dovecot, watch_imap) -> None:
     w.ready()
     w.signal(signal.SIGINT)
     assert w.wait(timeout=10) == 130
+
+
+def test_config_error_names_file_and_line(run_watch_imap, imap_home) -> None:
+    out = run_watch_imap('account t {\n    host = "h"\n    frob = "x"\n}\n', "-a", "t")
+    assert out.returncode == 78
+    conf = imap_home / "watch-imap-run.conf"
+    assert out.stderr == f"watch-imap: unknown key 'frob' in account 't' ({conf}:3)\n"
+
+
+def test_unknown_account_and_bad_command_line(run_watch_imap, imap_home) -> None:
+    out = run_watch_imap(None, "--mbsyncrc", str(imap_home / "none"), "-a", "nope")
+    assert out.returncode == 78 and "no account 'nope'" in out.stderr
+    out = run_watch_imap(None, "--frobnicate")
+    assert out.returncode == 64 and out.stderr.startswith("watch-imap: ")
+    assert out.stderr.count("\n") == 1
+    out = run_watch_imap(None, "--version")
+    assert out.returncode == 0 and out.stdout.startswith("watch-imap (roammail) ")
