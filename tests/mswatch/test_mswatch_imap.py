@@ -35,6 +35,7 @@ def server_subjects(server, folder: str) -> set[str]:
 def imap_setup(tmp_path: Path, dovecot, installed):
     mbsync = require_program("mbsync")
     dovecot.create_folder("Lists.foo")
+    dovecot.create_folder("Caf&AOk-")
     local = make_maildir(tmp_path / "local", ["Lists.foo"])
     rc = tmp_path / "mbsyncrc"
     rc.write_text(f"""\
@@ -82,6 +83,10 @@ def test_server_delivery_and_local_change_are_synced(imap_setup, dovecot, mswatc
 
     dovecot.deliver("Lists.foo", render_message(b"hi\n", subject="in-a-folder"))
     took_folder = wait_for_subject(local / ".Lists.foo", "in-a-folder", BASE_DELAY + 2)
+
+    # A name in modified UTF-7: printed as this mbsync names it, synced by it.
+    dovecot.deliver("Caf&AOk-", render_message(b"hi\n", subject="accented"))
+    wait_for_subject(local / ".Caf&AOk-", "accented", BASE_DELAY + 2)
 
     add_message(local, subject="from-laptop")
     deadline = time.monotonic() + BASE_DELAY + 2
