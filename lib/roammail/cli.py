@@ -47,13 +47,8 @@ def guarded(tool: str, body: Callable[[], int | None]) -> int:
         error(tool, str(exc))
         return exc.exit_code
     except BrokenPipeError:
-        # The reader went away: not worth a message.  Point stdout at
-        # /dev/null so the interpreter's final flush does not complain.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
+        # The reader went away: not worth a message.
+        silence_stdout()
         return 0
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -63,6 +58,17 @@ def guarded(tool: str, body: Callable[[], int | None]) -> int:
         error(tool, f"internal error: {type(exc).__name__}: {exc}"
                     " (set ROAMMAIL_DEBUG=1 for a traceback)")
         return EX_SOFTWARE
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush into
+    a pipe whose reader went away does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def docopt_args(usage: str, argv: list[str] | None, version: str | None = None,

@@ -30,7 +30,7 @@ import subprocess
 import sys
 
 from . import __version__
-from .cli import docopt_args, guarded
+from .cli import docopt_args, guarded, silence_stdout
 from .imapwatch import AccountWatch, MailboxNames, Reporter, list_names
 from .watch_imap_config import default_config_path, default_mbsyncrc, resolve_account
 from .watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
@@ -197,18 +197,8 @@ def run(argv: list | None) -> int:
 
         raise IOFailure("standard output is closed") from None
     status = asyncio.run(watch(account, names))
-    _silence_stdout()
+    silence_stdout()
     return status
-
-
-def _silence_stdout() -> None:
-    """The reader may be gone: keep the interpreter's last flush quiet."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, STDOUT)
-        os.close(devnull)
-    except OSError:
-        pass
 
 
 def main(argv: list | None = None) -> int:

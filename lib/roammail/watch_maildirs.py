@@ -22,7 +22,7 @@ import signal
 import sys
 
 from . import __version__
-from .cli import docopt_args, guarded
+from .cli import docopt_args, guarded, silence_stdout
 from .errors import UsageError
 from .watch import MaildirWatch, WatchError, stream_changes
 
@@ -78,19 +78,8 @@ def run(argv: list[str] | None, environ: dict[str, str]) -> int:
     finally:
         watch.close()
     # The reader went away (or SIGTERM): nothing is left for stdout to take.
-    _silence_stdout()
+    silence_stdout()
     return 0
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush of a
-    closed pipe cannot complain."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, STDOUT)
-        os.close(devnull)
-    except OSError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
