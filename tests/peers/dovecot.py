@@ -99,7 +99,6 @@ an atexit hook, so a forgotten server does not outlive the test run.
 from __future__ import annotations
 
 import atexit
-import base64
 import grp
 import imaplib
 import os
@@ -118,6 +117,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from peers import proctable
 from peers.maildirs import unique_name
 from peers.require import require_executable, require_program, require_user
 from peers.sshd import free_port
@@ -136,8 +136,6 @@ CLIENT_TIMEOUT_S = 10.0
 GREETING_TIMEOUT_S = 2.0
 # Free port picking races other processes; a few fresh ports are enough.
 BIND_ATTEMPTS = 5
-# Rounds of "find new processes, SIGSTOP them" until the set stops growing.
-FREEZE_ROUNDS = 20
 POLL_INTERVAL_S = 0.02
 LOG_TAIL_LINES = 40
 CERT_DAYS = 30
@@ -146,7 +144,6 @@ MAX_GREETING_BYTES = 4096
 # "token-login/imap-urlauth" (24), so leave room for names up to 40.
 MAX_BASE_DIR_BYTES = 107 - 40
 
-_ProcKey = tuple[int, str]  # (pid, start time): a pid alone may be reused
 
 
 # ------------------------------------------------------------- certificates
@@ -252,46 +249,46 @@ def _default_certificates() -> Certificates:
 
 
 def imap_utf7_encode(text: str) -> str:
-    """A mailbox name in IMAP's modified UTF-7 (RFC 3501 5.1.3): "Café" -> "Caf&AOk-"."""
-    out: list[str] = []
-    run: list[str] = []
+    """A mailbox name in IMAP's modified UTF-7 (RFC 3501 5.1.3): "Café" -> "Caf&AOk-".
 
-    def flush() -> None:
-        if run:
-            encoded = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii")
-            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
-            run.clear()
-
-    for char in text:
-        if " " <= char <= "~":
-            flush()
-            out.append("&-" if char == "&" else char)
+    Built on Python's own UTF-7 codec (modified UTF-7 shifts with "&"
+    instead of "+" and writes "," for "/"), so that the tests' names do not
+    come from the code under test."""
+    out = []
+    for printable, run in _runs(text):
+        if printable:
+            out.append(run.replace("&", "&-"))
         else:
-            run.append(char)
-    flush()
+            shifted = run.encode("utf-7").decode("ascii")  # "+AOk-"
+            out.append("&" + shifted[1:].rstrip("-").replace("/", ",") + "-")
     return "".join(out)
+
+
+def _runs(text: str) -> list:
+    """(printable ASCII?, run) pieces of text."""
+    runs: list[tuple[bool, str]] = []
+    for char in text:
+        printable = " " <= char <= "~"
+        if runs and runs[-1][0] == printable:
+            runs[-1] = (printable, runs[-1][1] + char)
+        else:
+            runs.append((printable, char))
+    return runs
 
 
 def imap_utf7_decode(name: str) -> str:
     """The text of a modified UTF-7 mailbox name: "Caf&AOk-" -> "Café"."""
-    out: list[str] = []
-    pos = 0
-    while pos < len(name):
-        amp = name.find("&", pos)
-        if amp < 0:
-            out.append(name[pos:])
-            break
-        out.append(name[pos:amp])
-        end = name.find("-", amp + 1)
-        if end < 0:
+    pieces = name.split("&")
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        chunk, dash, rest = piece.partition("-")
+        if not dash:
             raise ValueError(f"unterminated &-sequence in mailbox name {name!r}")
-        chunk = name[amp + 1:end]
         if chunk:
-            data = chunk.replace(",", "/")
-            out.append(base64.b64decode(data + "=" * (-len(data) % 4)).decode("utf-16-be"))
+            out.append(("+" + chunk.replace(",", "/") + "-").encode("ascii").decode("utf-7"))
         else:
             out.append("&")
-        pos = end + 1
+        out.append(rest)
     return "".join(out)
 
 
@@ -414,7 +411,7 @@ class DovecotServer:
         self._lda = require_executable([f"{d}/dovecot-lda" for d in LIBEXEC_DIRS],
                                        "Dovecot's dovecot-lda (Debian package dovecot-core)")
         self._proc: Optional[subprocess.Popen[bytes]] = None
-        self._frozen: set[_ProcKey] = set()
+        self._frozen: set[proctable.ProcKey] = set()
 
     # ----------------------------------------------------------------- start
 
@@ -779,10 +776,14 @@ service auth-worker {{
         """True while the master process is alive (frozen counts as alive)."""
         return self._proc is not None and self._proc.poll() is None
 
-    def _keys(self) -> set[_ProcKey]:
+    def _keys(self) -> set[proctable.ProcKey]:
         markers = [m.encode() for m in (str(self.config_path), str(self.tunnel_path),
                                         f"dovecot-{self._instance}/")]
-        return _instance_processes(self.pid, markers)
+        table = proctable.live_table()
+        found = proctable.tree([self.pid] if self.pid is not None else [], table)
+        found.update(pid for pid in table if pid not in found
+                     and any(marker in proctable.cmdline(pid) for marker in markers))
+        return proctable.keys(found, table)
 
     def processes(self) -> set[int]:
         """Pids of every live process of this instance (see the module docstring)."""
@@ -790,7 +791,7 @@ service auth-worker {{
 
     def sessions(self) -> int:
         """How many IMAP sessions (network and tunnel) are logged in right now."""
-        return sum(1 for key in self._keys() if _comm(key[0]) == "imap")
+        return sum(1 for key in self._keys() if proctable.comm(key[0]) == "imap")
 
     def wait_for_sessions(self, count: int, timeout: float = 5.0) -> bool:
         """Wait until sessions() == count; False on timeout."""
@@ -801,20 +802,9 @@ service auth-worker {{
             time.sleep(POLL_INTERVAL_S)
         return True
 
-    def _freeze_all(self) -> set[_ProcKey]:
+    def _freeze_all(self) -> set[proctable.ProcKey]:
         """SIGSTOP the master, then every process found, until no new ones appear."""
-        if self.running():
-            assert self._proc is not None
-            os.kill(self._proc.pid, signal.SIGSTOP)  # the master forks no more
-        frozen: set[_ProcKey] = set()
-        for _ in range(FREEZE_ROUNDS):
-            new = self._keys() - frozen
-            if not new:
-                break
-            for key in new:
-                _signal(key, signal.SIGSTOP)
-            frozen |= new
-        return frozen
+        return proctable.freeze(self._proc, self._keys)
 
     def freeze(self) -> None:
         """SIGSTOP every process of the instance: open connections go silent."""
@@ -823,31 +813,16 @@ service auth-worker {{
     def thaw(self) -> None:
         """SIGCONT every process freeze() stopped (and any other of the instance)."""
         for key in self._frozen | self._keys():
-            _signal(key, signal.SIGCONT)
+            proctable.send(key, signal.SIGCONT)
         self._frozen.clear()
 
     def _kill_all(self) -> None:
         """SIGKILL every process of the instance and wait (bounded) until all are gone."""
-        frozen = self._freeze_all()
-        for key in frozen:
-            _signal(key, signal.SIGKILL)
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        self._frozen.clear()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while any(_still_running(key) for key in frozen) and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL_S)
-        survivors = sorted(key[0] for key in frozen if _still_running(key))
-        if proc is not None and proc.poll() is None:
-            survivors.append(proc.pid)
-        if survivors:
-            raise RuntimeError(f"Dovecot processes survived SIGKILL: {survivors}")
+        try:
+            proctable.kill_all(self._proc, self._keys, "Dovecot")
+        finally:
+            self._proc = None
+            self._frozen.clear()
 
     def kill(self) -> None:
         """SIGKILL every process (master, children, tunnel sessions); data stays."""
@@ -898,78 +873,6 @@ service auth-worker {{
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-# ------------------------------------------------------------- process table
-
-
-def _stat_fields(pid: int) -> Optional[list[str]]:
-    """Fields of /proc/PID/stat after "(comm)": state, ppid, ...; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            stat = stat_file.read().decode(errors="replace")
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as comm_file:
-            return comm_file.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline_file:
-            return cmdline_file.read()
-    except OSError:
-        return b""
-
-
-def _instance_processes(master: Optional[int], markers: list[bytes]) -> set[_ProcKey]:
-    """(pid, start time) of the live master, its descendants, and marker holders."""
-    if not os.path.isdir("/proc"):
-        return set()
-    table: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None and fields[0] not in ("Z", "X"):
-                table[int(entry)] = fields
-    children: dict[int, list[int]] = {}
-    for pid, fields in table.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    found: set[int] = set()
-    todo = [master] if master is not None and master in table else []
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    for pid in table:
-        if pid not in found:
-            cmdline = _cmdline(pid)
-            if any(marker in cmdline for marker in markers):
-                found.add(pid)
-    found.discard(os.getpid())
-    return {(pid, table[pid][19]) for pid in found if pid in table}
-
-
-def _still_running(key: _ProcKey) -> bool:
-    """True if the process exists with the same start time and is not a zombie."""
-    fields = _stat_fields(key[0])
-    return fields is not None and fields[19] == key[1] and fields[0] not in ("Z", "X")
-
-
-def _signal(key: _ProcKey, signum: int) -> None:
-    if _still_running(key):
-        try:
-            os.kill(key[0], signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 __all__ = [

@@ -55,7 +55,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -65,6 +64,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import pytest
 
+from peers import proctable
 from peers.require import require_program
 
 HOST_ALIAS = "testhost"
@@ -75,8 +75,6 @@ START_TIMEOUT_S = 10.0
 # Free port picking races other processes; a few fresh ports are enough.
 BIND_ATTEMPTS = 5
 STOP_TIMEOUT_S = 5.0
-# Rounds of "find new processes, SIGSTOP them" until the tree stops growing.
-FREEZE_ROUNDS = 20
 POLL_INTERVAL_S = 0.02
 SSH_RUN_TIMEOUT_S = 30.0
 PRIVSEP_DIR = "/run/sshd"
@@ -476,102 +474,19 @@ def ssh_run(sshd: SshServer, *remote_argv: str | os.PathLike[str], shell: bool =
 
 # ------------------------------------------------------------- process reaping
 
-_ProcKey = tuple[int, str]  # (pid, start time): a pid alone may be reused
-
-
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, start time) for every process in /proc."""
-    table: dict[int, tuple[int, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat_file:
-                stat = stat_file.read().decode(errors="replace")
-        except OSError:
-            continue
-        # "pid (comm) state ppid ... starttime(22nd)"; comm may hold spaces and ")".
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry)] = (int(fields[1]), fields[19])
-    return table
-
-
-def _has_token(pid: int, marker: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            return marker in environ.read().split(b"\0")
-    except OSError:
-        return False
-
-
-def _server_processes(master: int, token: str) -> set[_ProcKey]:
-    """(pid, start time) of the master's descendants and of token holders."""
-    if not os.path.isdir("/proc"):
-        return set()
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found: set[int] = set()
-    todo = list(children.get(master, ()))
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
+def _server_processes(master: int, token: str) -> set[proctable.ProcKey]:
+    """The master's descendants (not the master) and the holders of the token."""
+    table = proctable.live_table()
     marker = f"{TOKEN_VAR}={token}".encode()
-    found.update(pid for pid in table if pid not in found and _has_token(pid, marker))
-    found.discard(os.getpid())
-    found.discard(master)
-    return {(pid, table[pid][1]) for pid in found}
-
-
-def _still_running(key: _ProcKey) -> bool:
-    """True if the process exists with the same start time and is not a zombie."""
-    pid, start = key
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            stat = stat_file.read().decode(errors="replace")
-    except OSError:
-        return False
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[19] == start and fields[0] not in ("Z", "X")
-
-
-def _signal(key: _ProcKey, signum: int) -> None:
-    if _still_running(key):
-        try:
-            os.kill(key[0], signum)
-        except (ProcessLookupError, PermissionError):
-            pass
+    found = proctable.tree([master], table) - {master}
+    found.update(pid for pid in table
+                 if pid not in found and pid != master and proctable.environ_has(pid, marker))
+    return proctable.keys(found, table)
 
 
 def _kill_server(proc: subprocess.Popen[bytes], token: str) -> None:
     """Freeze the whole server (no more forks), kill it all, wait (bounded)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGSTOP)  # the listener forks no new connections
-    frozen: set[_ProcKey] = set()
-    for _ in range(FREEZE_ROUNDS):
-        new = _server_processes(proc.pid, token) - frozen
-        if not new:
-            break
-        for key in new:
-            _signal(key, signal.SIGSTOP)
-        frozen |= new
-    for key in frozen:
-        _signal(key, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while any(_still_running(key) for key in frozen) and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL_S)
-    survivors = [key[0] for key in frozen if _still_running(key)]
-    if survivors:
-        raise RuntimeError(f"test sshd processes survived SIGKILL: {survivors}")
+    proctable.kill_all(proc, lambda: _server_processes(proc.pid, token), "test sshd")
 
 
 __all__ = ["HOST_ALIAS", "SshServer", "free_port", "ssh_run"]
