@@ -31,16 +31,7 @@ def make_folders(server, names=FOLDERS) -> None:
 def mbsyncrc(server, path, local) -> None:
     local.mkdir(exist_ok=True)
     path.write_text(f"""\
-IMAPAccount t
-Host {server.host}
-Port {server.imaps_port}
-User {server.user}
-PassCmd "echo {server.password}"
-SSLType IMAPS
-SystemCertificates no
-CertificateFile {server.ca_file}
-
-IMAPStore t-far
+{server.mbsync_account("t")}IMAPStore t-far
 Account t
 
 MaildirStore t-near

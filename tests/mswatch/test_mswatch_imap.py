@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mswatch_helpers import START_TIMEOUT
-from test_mswatch_mbsync import quote, wait_for_subject
+from test_mswatch_mbsync import names, quote, wait_for_subject
 
 from peers.maildirs import add_message, make_maildir, render_message
 from peers.require import require_program
@@ -17,18 +17,6 @@ from peers.require import require_program
 pytestmark = pytest.mark.slow
 
 BASE_DELAY = 1.0
-
-
-def server_subjects(server, folder: str) -> set[str]:
-    found = set()
-    directory = server.folder_path(folder)
-    for sub in ("new", "cur"):
-        for entry in (directory / sub).iterdir():
-            for line in entry.read_bytes().splitlines():
-                if line.lower().startswith(b"subject:"):
-                    found.add(line.split(b":", 1)[1].strip().decode())
-                    break
-    return found
 
 
 @pytest.fixture
@@ -39,16 +27,7 @@ def imap_setup(tmp_path: Path, dovecot, installed):
     local = make_maildir(tmp_path / "local", ["Lists.foo"])
     rc = tmp_path / "mbsyncrc"
     rc.write_text(f"""\
-IMAPAccount t
-Host {dovecot.host}
-Port {dovecot.imaps_port}
-User {dovecot.user}
-PassCmd "echo {dovecot.password}"
-SSLType IMAPS
-SystemCertificates no
-CertificateFile {dovecot.ca_file}
-
-IMAPStore t-far
+{dovecot.mbsync_account("t")}IMAPStore t-far
 Account t
 
 MaildirStore t-near
@@ -90,7 +69,7 @@ def test_server_delivery_and_local_change_are_synced(imap_setup, dovecot, mswatc
 
     add_message(local, subject="from-laptop")
     deadline = time.monotonic() + BASE_DELAY + 2
-    while "from-laptop" not in server_subjects(dovecot, "INBOX"):
+    while "from-laptop" not in names(dovecot.folder_path("INBOX")):
         assert time.monotonic() < deadline, "the laptop's message never reached the server"
         time.sleep(0.05)
     text = run.text()

@@ -672,6 +672,13 @@ service auth-worker {{
             raise
         return client
 
+    def mbsync_account(self, name: str) -> str:
+        """An mbsync IMAPAccount section (ending in an empty line) for this
+        server: IMAPS, the test CA alone trusted, the password from PassCmd."""
+        return (f"IMAPAccount {name}\nHost {self.host}\nPort {self.imaps_port}\n"
+                f"User {self.user}\nPassCmd \"echo {self.password}\"\nSSLType IMAPS\n"
+                f"SystemCertificates no\nCertificateFile {self.ca_file}\n\n")
+
     def tunnel_argv(self) -> list[str]:
         """argv of a PREAUTH IMAP session for the user on stdin/stdout."""
         return [str(self.tunnel_path)]
