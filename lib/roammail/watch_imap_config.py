@@ -269,6 +269,9 @@ def _complete(account: Account, where_line: dict) -> Account:
         path, _, line = where.rpartition(":")
         return ConfigError(path, int(line) if line.isdigit() else 0, message)
 
+    if account.tunnel and account.tls not in ("", "none"):
+        raise fail("tls", f"account '{account.name}': TLS through a tunnel is not supported "
+                          "(the tunnel is the secure link: tls = none)")
     tls = account.tls or ("none" if account.tunnel else "imaps")
     port = account.port or (993 if tls == "imaps" else 143)
     account = replace(account, tls=tls, port=port)

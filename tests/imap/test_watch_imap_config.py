@@ -158,6 +158,7 @@ def test_our_block_alone_defaults(home: Path) -> None:
     ('account a { host = "h" user = "u" }\naccount a { }', 2, "already defined at line 1"),
     ('account a { host = "h" user = "u" port = 99999999999999 }', 1, "too large"),
     ('account a { mbsync = "nope" }', 1, "no IMAPAccount, IMAPStore or Channel 'nope'"),
+    ('account a {\n tunnel = "x"\n tls = "imaps" }', 3, "TLS through a tunnel"),
 ])
 def test_config_errors_name_file_and_line(home: Path, text: str, line: int,
                                           needle: str) -> None:
