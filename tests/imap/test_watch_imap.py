@@ -194,6 +194,15 @@ def test_pass_cmd_gives_the_password(dovecot, watch_imap) -> None:
     w.ready()
 
 
+@pytest.mark.parametrize("auth", ["PLAIN", "LOGIN"])
+def test_awkward_password_with_each_mechanism(dovecot_factory, run_watch_imap, auth) -> None:
+    # Quotes and backslashes must be escaped; 8-bit text goes as a literal.
+    server = dovecot_factory(password='p\u00e4"ss\\w\u00f6rd x')
+    out = run_watch_imap(account(server, auth=auth), "-a", "t", "--list")
+    assert out.returncode == 0, out.stderr
+    assert "INBOX" in out.stdout.splitlines()
+
+
 # ------------------------------------------------------------ refusals
 
 

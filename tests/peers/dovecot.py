@@ -427,9 +427,10 @@ class DovecotServer:
         root) is missing.  Raises RuntimeError, with the log's tail, when
         Dovecot does not come up within START_TIMEOUT_S.
         """
-        for word in (user, password):
-            if not word or re.search(r"[\s:\\\"']", word):
-                raise ValueError(f"user and password must be plain words, not {word!r}")
+        if not user or re.search(r"[\s:\\\"']", user):
+            raise ValueError(f"the user must be a plain word, not {user!r}")
+        if not password or re.search(r"[:\r\n\0]", password):  # the passwd-file's syntax
+            raise ValueError(f"the password cannot hold ':', CR, LF or NUL: {password!r}")
         run_as = _run_as()
         workdir.mkdir(parents=True, exist_ok=True)
         # The directory itself is given to the run-as user; its parents must let it in.
@@ -675,8 +676,10 @@ service auth-worker {{
     def mbsync_account(self, name: str) -> str:
         """An mbsync IMAPAccount section (ending in an empty line) for this
         server: IMAPS, the test CA alone trusted, the password from PassCmd."""
+        command = "printf '%s\\n' " + shlex.quote(self.password)
+        quoted = command.replace("\\", "\\\\").replace('"', '\\"')  # mbsync's escapes
         return (f"IMAPAccount {name}\nHost {self.host}\nPort {self.imaps_port}\n"
-                f"User {self.user}\nPassCmd \"echo {self.password}\"\nSSLType IMAPS\n"
+                f"User {self.user}\nPassCmd \"{quoted}\"\nSSLType IMAPS\n"
                 f"SystemCertificates no\nCertificateFile {self.ca_file}\n\n")
 
     def tunnel_argv(self) -> list[str]:
