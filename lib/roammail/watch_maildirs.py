@@ -71,12 +71,16 @@ def run(argv: list[str] | None, environ: dict[str, str]) -> int:
     watch = MaildirWatch(maildir, exit_on_new_folder=args["--exit-on-new-folder"])
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        watch.start()
-        stream_changes(watch, STDOUT)
+        try:
+            watch.start()
+            stream_changes(watch, STDOUT)
+        finally:
+            # A SIGTERM from here on (mswatch stops its watchers when the
+            # reader is already gone) has nothing left to interrupt.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            watch.close()
     except _Terminated:
         pass
-    finally:
-        watch.close()
     # The reader went away (or SIGTERM): nothing is left for stdout to take.
     silence_stdout()
     return 0
