@@ -464,10 +464,11 @@ class MaildirWatch:
 
 
 def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE_WINDOW,
-                   clock: Callable[[], float] = time.monotonic) -> None:
+                   clock: Callable[[], float] = time.monotonic, delimiter: str = ".") -> None:
     """Speak the watcher protocol on `out_fd` for a started `watch`: the
     ready line, then the name of each folder that changes, coalesced by a
-    Coalescer of `window` seconds.  Returns when the reader has gone away
+    Coalescer of `window` seconds, its hierarchy dots written as
+    `delimiter`.  Returns when the reader has gone away
     (EPIPE, or the pipe's reading end closed while idle: POLLERR/POLLHUP on
     `out_fd`).  StructureChange and WatchError pass through, after the
     names still held back are written."""
@@ -495,7 +496,7 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
                     held = coalescer.pop_all()
                     if held:
                         try:
-                            write_all(out_fd, protocol_lines(held))
+                            write_all(out_fd, protocol_lines(held, delimiter=delimiter))
                         except OSError:
                             pass
                     raise
@@ -504,6 +505,6 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
                     coalescer.add(name, now)
             due = coalescer.pop_due(clock())
             if due:
-                write_all(out_fd, protocol_lines(due, encoded))
+                write_all(out_fd, protocol_lines(due, encoded, delimiter))
     except BrokenPipeError:
         return

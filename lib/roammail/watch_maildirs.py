@@ -1,7 +1,7 @@
 """watch-maildirs: print the name of each maildir folder that changes.
 
 Usage:
-  watch-maildirs [-m DIR | --maildir=DIR] [--exit-on-new-folder]
+  watch-maildirs [-m DIR | --maildir=DIR] [--exit-on-new-folder] [--delimiter=CHAR]
   watch-maildirs -V | --version
   watch-maildirs -h | --help
 
@@ -11,6 +11,9 @@ Options:
   --exit-on-new-folder   Exit 2 when a folder is created, removed or
                          renamed, as the original watch_maildirs did,
                          instead of following the change.
+  --delimiter=CHAR       Print the hierarchy of a folder name with CHAR
+                         instead of the Maildir++ dot: --delimiter=/ prints
+                         .a.b as a/b, the name mbsync gives it.
   -V, --version          Print the version.
   -h, --help             Show this help (-? too).
 """
@@ -64,6 +67,9 @@ def run(argv: list[str] | None, environ: dict[str, str]) -> int:
         sys.stdout.flush()
         return 0
     maildir = args["--maildir"] or default_maildir(environ)
+    delimiter = args["--delimiter"] or "."
+    if len(delimiter) != 1 or delimiter in "\n\0":
+        raise WatchError(f"--delimiter wants one character, not {delimiter!r}")
     try:
         os.fstat(STDOUT)
     except OSError:
@@ -73,7 +79,7 @@ def run(argv: list[str] | None, environ: dict[str, str]) -> int:
     try:
         try:
             watch.start()
-            stream_changes(watch, STDOUT)
+            stream_changes(watch, STDOUT, delimiter=delimiter)
         finally:
             # A SIGTERM from here on (mswatch stops its watchers when the
             # reader is already gone) has nothing left to interrupt.

@@ -78,16 +78,20 @@ def write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view):]
 
 
-def protocol_lines(names: Iterable[str], cache: dict[str, bytes] | None = None) -> bytes:
+def protocol_lines(names: Iterable[str], cache: dict[str, bytes] | None = None,
+                   delimiter: str = ".") -> bytes:
     """The protocol lines for `names`: each as the bytes on disk, then a
-    newline.  `cache` keeps the encoded lines between calls."""
+    newline.  delimiter: what stands for the Maildir++ hierarchy dot of a
+    folder name ("/" names "a.b" "a/b", as mbsync does).  `cache` keeps the
+    encoded lines between calls (of one delimiter)."""
     if cache is None:
         cache = {}
     out = []
     for name in names:
         line = cache.get(name)
         if line is None:
-            line = cache[name] = os.fsencode(name) + b"\n"
+            shown = name if delimiter == "." else name.replace(".", delimiter)
+            line = cache[name] = os.fsencode(shown) + b"\n"
         out.append(line)
     return b"".join(out)
 

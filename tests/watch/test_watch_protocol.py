@@ -39,6 +39,21 @@ def test_delivery_into_a_subfolder_prints_its_dotted_name(watcher, maildir):
     assert tool.expect(["Sent"]) == ["Sent"]
 
 
+def test_delimiter_prints_names_as_mbsync_gives_them(watcher, maildir):
+    tool = watcher(maildir, "--delimiter=/")
+    tool.ready()
+    add_message(maildir, "a.b")
+    assert tool.expect(["a/b"]) == ["a/b"]
+    add_message(maildir)
+    tool.expect(["INBOX"])
+
+
+def test_bad_delimiter_is_an_error(watcher, maildir):
+    tool = watcher(maildir, "--delimiter=ab")
+    assert tool.wait() == 1
+    assert tool.stderr() == "watch-maildirs: --delimiter wants one character, not 'ab'\n"
+
+
 def test_new_to_cur_and_flag_changes_print_the_folder(watcher, maildir):
     tool = watcher(maildir)
     tool.ready()
