@@ -8,8 +8,12 @@
 - a tag put into the environment of every process a benchmark starts, so
   that whatever is left over (a daemon that detached, its children) is
   found by that tag and ended by pid, and nothing else is touched;
+- the tests' peers (tests/peers, tests/smtpdcheck...), imported from here
+  with the repository's tests/ on sys.path, and a message naming the test
+  virtualenv's interpreter when their dependencies are missing;
 - statistics (median, nearest-rank percentiles) and the output: the
-  environment header and markdown tables.
+  environment header, markdown tables and the --summary file (JSON rows
+  that bench/run collects).
 
 It must never start a process itself, nor write outside the directories a
 benchmark hands it.
@@ -17,6 +21,8 @@ benchmark hands it.
 
 from __future__ import annotations
 
+import importlib
+import json
 import math
 import os
 import platform
@@ -30,6 +36,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LIB = REPO / "lib"
+TESTS = REPO / "tests"
+# ./test.sh creates it: the interpreter that has the test peers' packages.
+TEST_PYTHON = REPO / ".venv-test" / "bin" / "python3"
 PREFIX_ENV = "ROAMMAIL_PREFIX"
 DEFAULT_PREFIX = REPO / ".test-prefix"
 # Every process a benchmark starts carries this variable (a fresh value per
@@ -84,6 +93,29 @@ def require_executable(path: str, hint: str) -> str:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise BenchError(f"{path} is not installed: {hint}")
     return path
+
+
+# ----------------------------------------------------------------- test peers
+
+
+def import_test_peer(name: str, under: str = ""):
+    """A module of the tests' peers: "peers.sshd", or ("smtpdcheck_peers",
+    under="smtpdcheck") for one that lives in a test directory.
+
+    tests/ (and tests/UNDER) go on sys.path here, once, for every benchmark.
+    The peers import pytest, aiosmtpd...: without them a BenchError names the
+    interpreter that has them.
+    """
+    for directory in (TESTS, TESTS / under) if under else (TESTS,):
+        if str(directory) not in sys.path:
+            sys.path.insert(0, str(directory))
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise BenchError(
+            f"cannot import the test peer {name} (from {TESTS / under if under else TESTS}): "
+            f"{exc}; run this benchmark with the test virtualenv's interpreter, "
+            f"{TEST_PYTHON.relative_to(REPO)} (./test.sh creates it)") from None
 
 
 # ---------------------------------------------------------------- nss_wrapper
@@ -311,6 +343,56 @@ def ms(seconds: float) -> str:
 
 def times(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.2f}x"
+
+
+def add_summary_option(parser) -> None:
+    """--summary FILE: the summary table's rows as JSON too (for bench/run)."""
+    parser.add_argument("--summary", metavar="FILE",
+                        help="also write the summary table's rows to FILE as JSON "
+                        "(a list of {bench, metric, ours, peer, ratio, target, met, note})")
+
+
+def summary_row(bench: str, metric: str, ours: str, peer: str, ratio: str,
+                target: str = "", met: str = "", note: str = "") -> dict:
+    """One row of a --summary file, from cells of a printed summary table.
+
+    `met` is the cell as printed ("yes", "no", "NO" or empty): true, false or
+    null (no target).
+    """
+    flag = met.strip().lower()
+    return {"bench": bench, "metric": metric, "ours": ours, "peer": peer, "ratio": ratio,
+            "target": target, "met": True if flag == "yes" else False if flag == "no" else None,
+            "note": note}
+
+
+def summary_rows(bench: str, headers: list[str], rows: list[list[str]], *, metric,
+                 ours: str, peer: str, ratio: str, target: str | None = None,
+                 met: str | None = None, note=()) -> list[dict]:
+    """The rows of a printed summary table (`headers`, `rows`) as --summary rows.
+
+    Each field is the cell under the header named for it; `metric` and `note`
+    may name several headers (the cells joined, empty ones left out).
+    """
+    def cells(row: list[str], names) -> str:
+        names = [names] if isinstance(names, str) else names
+        return ", ".join(str(row[headers.index(n)]) for n in names
+                         if str(row[headers.index(n)]))
+
+    def cell(row: list[str], name: str | None) -> str:
+        return str(row[headers.index(name)]) if name else ""
+
+    return [summary_row(bench, cells(row, metric), cell(row, ours), cell(row, peer),
+                        cell(row, ratio), cell(row, target), cell(row, met), cells(row, note))
+            for row in rows]
+
+
+def write_summary(path: str | None, rows: list[dict]) -> None:
+    """Write --summary FILE (nothing without the option)."""
+    if not path:
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=1)
+        f.write("\n")
 
 
 def clean_up(tag: str, root: Path, keep: bool) -> None:

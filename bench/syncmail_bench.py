@@ -35,15 +35,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 from common import (  # noqa: E402
     BenchError,
+    add_summary_option,
     environment_lines,
+    import_test_peer,
     installed_tools,
     markdown_table,
     median,
     resolve_prefix,
+    summary_row,
+    write_summary,
 )
 
 RSYNC_ARGS = ["--ignore-existing", "--remove-source-files", "--partial-dir=tmp",
@@ -121,6 +124,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dir", help="where the maildirs are (default: $TMPDIR)")
     parser.add_argument("--link", help="MS,MBIT: a slow link (slowlink.py)")
+    add_summary_option(parser)
     opts = parser.parse_args()
     link = None
     if opts.link:
@@ -137,7 +141,7 @@ def main() -> int:
         raise BenchError("rsync is not installed (apt-get install rsync)")
     with_fsync = rsync_supports_fsync(rsync)
 
-    from peers.sshd import SshServer  # needs tests/ on sys.path
+    SshServer = import_test_peer("peers.sshd").SshServer
 
     work = Path(tempfile.mkdtemp(prefix="syncmail-bench-", dir=opts.dir))
     server = SshServer.start(work / "sshd")
@@ -190,6 +194,12 @@ def main() -> int:
                          f"{e * 1000:.0f} ms", f"{base_empty / e:.2f}"])
         print(markdown_table(["tool", "move all", "messages/s", "syncmail / this",
                               "nothing new", "syncmail / this"], rows))
+        write_summary(opts.summary, [
+            one for row in rows[1:] for one in (
+                summary_row("syncmail", f"move all {count}, vs {row[0]}", rows[0][1], row[1],
+                            row[3]),
+                summary_row("syncmail", f"nothing new, vs {row[0]}", rows[0][4], row[4],
+                            row[5]))])
         if not with_fsync:
             print("\nrsync has no --fsync (needs >= 3.2.3): that row is missing")
     finally:
