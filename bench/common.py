@@ -370,19 +370,21 @@ def summary_rows(bench: str, headers: list[str], rows: list[list[str]], *, metri
                  met: str | None = None, note=()) -> list[dict]:
     """The rows of a printed summary table (`headers`, `rows`) as --summary rows.
 
-    Each field is the cell under the header named for it; `metric` and `note`
-    may name several headers (the cells joined, empty ones left out).
+    Each field is the cell under the header named for it; `metric` may name
+    several headers (the cells joined), `note` names the headers whose cells
+    make the note ("header: cell", empty cells left out).
     """
-    def cells(row: list[str], names) -> str:
+    def cells(row: list[str], names, labelled: bool = False) -> str:
         names = [names] if isinstance(names, str) else names
-        return ", ".join(str(row[headers.index(n)]) for n in names
-                         if str(row[headers.index(n)]))
+        return ", ".join((f"{n}: " if labelled else "") + str(row[headers.index(n)])
+                         for n in names if str(row[headers.index(n)]))
 
     def cell(row: list[str], name: str | None) -> str:
         return str(row[headers.index(name)]) if name else ""
 
     return [summary_row(bench, cells(row, metric), cell(row, ours), cell(row, peer),
-                        cell(row, ratio), cell(row, target), cell(row, met), cells(row, note))
+                        cell(row, ratio), cell(row, target), cell(row, met),
+                        cells(row, note, labelled=True))
             for row in rows]
 
 

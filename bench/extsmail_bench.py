@@ -505,6 +505,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--daemon-messages", type=int, help="daemon messages [100; quick 20]")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (logs, spools)")
+    common.add_summary_option(parser)
     args = parser.parse_args(argv)
     quick = args.quick
     args.rounds = args.rounds or (30 if quick else 200)
@@ -582,9 +583,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"WARNING: more than {NOISY_CPUS} CPUs of other load: the numbers are "
                   "noisy; rerun on a quiet machine before quoting them")
         print(f"\n## Summary ({mode} run)\n")
-        print(common.markdown_table(
-            ["benchmark", "metric", "roammail", "extsmail 2.5 (C)", "python floor",
-             "ours/C", "ours/floor", "target", "met"], rows))
+        headers = ["benchmark", "metric", "roammail", "extsmail 2.5 (C)", "python floor",
+                   "ours/C", "ours/floor", "target", "met"]
+        print(common.markdown_table(headers, rows))
+        common.write_summary(args.summary, common.summary_rows(
+            "extsmail", headers, rows, metric=["benchmark", "metric"], ours="roammail",
+            peer="extsmail 2.5 (C)", ratio="ours/C", target="target", met="met",
+            note=["python floor", "ours/floor"]))
         return 0
     finally:
         if ours is not None and c is not None:
