@@ -3,7 +3,10 @@
 the original's sequential walk and with swaks.
 
 Usage:
-  python3 bench/smtpdcheck_bench.py [--prefix PREFIX] [--quick] [options]
+  .venv-test/bin/python3 bench/smtpdcheck_bench.py [--prefix PREFIX] [--quick] [options]
+
+It runs with the test virtualenv's interpreter (./test.sh creates it): the
+SMTP listeners are the tests' peers, which import aiosmtpd.
 
 Two benchmarks, each run against its peer in the same run (rounds
 interleaved), on SMTP listeners this script starts on loopback addresses
@@ -50,9 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import BenchError, median, ms, ratio, times  # noqa: E402
 
-sys.path.insert(0, str(common.REPO / "tests" / "smtpdcheck"))
-from smtpdcheck_peers import Cluster  # noqa: E402
-
 ADDRESSES = [f"127.0.0.{101 + i}" for i in range(5)]
 TIMEOUT_S = 2.0
 TARGET_VS_TIMEOUT = 1.2   # ours, parallel, slow primaries: < 1.2x one timeout
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sequential-rounds", type=int,
                         help="--sequential runs (default 3, quick 1)")
     parser.add_argument("--up-rounds", type=int, help="all-up rounds (default 30, quick 10)")
+    common.add_summary_option(parser)
     args = parser.parse_args(argv)
     quick = args.quick
     args.slow_rounds = args.slow_rounds or (3 if quick else 5)
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     swaks = shutil.which(SWAKS)
     if swaks is None:
         raise BenchError("swaks is not installed: apt-get install swaks")
+    cluster = common.import_test_peer("smtpdcheck_peers", under="smtpdcheck").Cluster
     tag = common.new_tag()
     load = common.OtherLoad()
     print("\n".join(common.environment_lines(interpreter[0])))
@@ -139,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
         home.mkdir()
         env = common.base_env(tag, home, XDG_CACHE_HOME=str(root / "xdg-cache"))
         try:
-            slow = bench_slow_primaries(args, tool, env, root)
-            up = bench_all_up(args, tool, swaks, interpreter, env)
+            slow = bench_slow_primaries(args, cluster, tool, env, root)
+            up = bench_all_up(args, cluster, tool, swaks, interpreter, env)
         finally:
             left = common.sweep(tag)
             if left:
@@ -153,11 +155,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_slow_primaries(args: argparse.Namespace, tool: str, env: dict[str, str],
+def bench_slow_primaries(args: argparse.Namespace, cluster, tool: str, env: dict[str, str],
                          root: Path) -> dict[str, Timer]:
     timeout = args.timeout
     base = [tool, "--timeout", f"{timeout:g}"]
-    with Cluster.start({**{a: "silent" for a in ADDRESSES[:4]},
+    with cluster.start({**{a: "silent" for a in ADDRESSES[:4]},
                         ADDRESSES[4]: "up"}) as peers:
         tail = ["--port", str(peers.port), *ADDRESSES]
         expected = ADDRESSES[4] + "\n"
@@ -186,9 +188,9 @@ def bench_slow_primaries(args: argparse.Namespace, tool: str, env: dict[str, str
     return {"parallel": parallel, "sequential": sequential, "warm": warm}
 
 
-def bench_all_up(args: argparse.Namespace, tool: str, swaks: str, interpreter: list[str],
-                 env: dict[str, str]) -> dict[str, Timer]:
-    with Cluster.start({a: "up" for a in ADDRESSES}) as peers:
+def bench_all_up(args: argparse.Namespace, cluster, tool: str, swaks: str,
+                 interpreter: list[str], env: dict[str, str]) -> dict[str, Timer]:
+    with cluster.start({a: "up" for a in ADDRESSES}) as peers:
         port = str(peers.port)
         first = ADDRESSES[0]
         five = Timer("ours, 5 servers", [tool, "--no-cache", "--port", port, *ADDRESSES],
@@ -233,20 +235,16 @@ def summary(args: argparse.Namespace, slow: dict[str, Timer], up: dict[str, Time
          times(ratio(up["one"].median, up["swaks"].median)),
          f"floor {ms(up['floor'].median)}", "", ""],
     ]
+    headers = ["benchmark", "roammail", "peer", "ours/peer", "context", "target", "met"]
     print("Summary")
-    print(common.markdown_table(["benchmark", "roammail", "peer", "ours/peer", "context",
-                                 "target", "met"], rows))
+    print(common.markdown_table(headers, rows))
+    common.write_summary(args.summary, common.summary_rows(
+        "smtpdcheck", headers, rows, metric="benchmark", ours="roammail", peer="peer",
+        ratio="ours/peer", target="target", met="met", note=["context"]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"smtpdcheck_bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return common.run_main("smtpdcheck_bench", run, parse_args(argv))
 
 
 if __name__ == "__main__":
