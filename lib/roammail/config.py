@@ -36,6 +36,7 @@ __all__ = [
     "parse_extsmail_conf",
     "read_config_file",
     "shorten",
+    "split_words",
     "tokenize",
 ]
 
@@ -317,6 +318,66 @@ class TokenStream:
             wanted = {"STRING": "a string", "TIME": "a time such as 30m",
                       "NUMBER": "a number"}.get(kind, kind)
             raise self.error(key, f"'{key.value}' needs {wanted}, not {describe(value)}")
+
+
+# --- command words ----------------------------------------------------------
+
+_WORD_BLANKS = " \t\r\n"
+
+
+def split_words(command: str) -> list[str]:
+    """Split a command into words as shlex.split(command) does (POSIX mode,
+    no comments), without importing shlex and re: blanks separate words;
+    a backslash makes the next character stand for itself; '...' keeps
+    everything; in "..." a backslash escapes only " and itself.  ValueError
+    for an unpaired quote or a trailing backslash."""
+    words: list[str] = []
+    word: list[str] = []
+    in_word = False
+    i, n = 0, len(command)
+    while i < n:
+        c = command[i]
+        if c in _WORD_BLANKS:
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+            i += 1
+        elif c == "\\":
+            if i + 1 == n:
+                raise ValueError("No escaped character")
+            word.append(command[i + 1])
+            in_word = True
+            i += 2
+        elif c == "'":
+            end = command.find("'", i + 1)
+            if end < 0:
+                raise ValueError("No closing quotation")
+            word.append(command[i + 1:end])
+            in_word = True
+            i = end + 1
+        elif c == '"':
+            i += 1
+            while True:
+                if i == n:
+                    raise ValueError("No closing quotation")
+                c = command[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c == "\\" and i + 1 < n and command[i + 1] in '"\\':
+                    word.append(command[i + 1])
+                    i += 2
+                    continue
+                word.append(c)
+                i += 1
+            in_word = True
+        else:
+            word.append(c)
+            in_word = True
+            i += 1
+    if in_word:
+        words.append("".join(word))
+    return words
 
 
 # --- conf -------------------------------------------------------------------

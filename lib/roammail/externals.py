@@ -7,8 +7,7 @@ escapes, TIME) are config.py's, and so is the TokenStream this grammar is
 parsed with.  Every error is ConfigError(path, line, message), with line 0
 meaning the whole file.  Like config.py, it only turns bytes into values: it
 never compiles a header regex and never runs a command.  Only extsmaild
-imports it (extsmail, run for every mail sent, must not pay for dataclasses
-and shlex).
+imports it (extsmail, run for every mail sent, must not pay for it).
 
 Grammar (BNF; ID, STRING and TIME are the tokens of config.py):
 
@@ -34,11 +33,7 @@ expanded.
 
 from __future__ import annotations
 
-import shlex
-from dataclasses import dataclass
-from typing import Optional, Union
-
-from roammail.config import Token, TokenStream, describe, shorten, tokenize
+from roammail.config import Token, TokenStream, _Frozen, describe, shorten, split_words, tokenize
 from roammail.errors import ConfigError
 
 __all__ = [
@@ -48,44 +43,65 @@ __all__ = [
     "parse_externals",
 ]
 
+# No dataclasses, shlex or typing here: each costs a cron job's run of
+# extsmaild over an empty queue more than the rest of its work.
 
-@dataclass(frozen=True)
-class HeaderRule:
+
+class HeaderRule(_Frozen):
     """`match header "RE"` or `reject header "RE"`; pattern is POSIX ERE text."""
 
+    __slots__ = ("kind", "pattern", "line")
     kind: str  # "match" or "reject"
     pattern: str
     line: int
 
+    def __init__(self, kind: str, pattern: str, line: int) -> None:
+        self._set("kind", kind)
+        self._set("pattern", pattern)
+        self._set("line", line)
 
-@dataclass(frozen=True)
-class External:
+
+class External(_Frozen):
     """One `external NAME { ... }`: a command to send a message through.
 
     sendmail_argv is sendmail split into words as a POSIX shell would,
     without running a shell.  timeout is in seconds, None when not given.
     """
 
+    __slots__ = ("name", "sendmail", "sendmail_argv", "timeout", "line")
     name: str
     sendmail: str
-    sendmail_argv: list[str]
-    timeout: Optional[int]
+    sendmail_argv: list
+    timeout: int | None
     line: int
 
+    def __init__(self, name: str, sendmail: str, sendmail_argv: list,
+                 timeout: int | None, line: int) -> None:
+        self._set("name", name)
+        self._set("sendmail", sendmail)
+        self._set("sendmail_argv", sendmail_argv)
+        self._set("timeout", timeout)
+        self._set("line", line)
 
-@dataclass(frozen=True)
-class Group:
+
+class Group(_Frozen):
     """One `group { ... }`: header rules, then externals tried in order."""
 
-    matches: list[HeaderRule]
-    externals: list[External]
+    __slots__ = ("matches", "externals", "line")
+    matches: list
+    externals: list
     line: int
+
+    def __init__(self, matches: list, externals: list, line: int) -> None:
+        self._set("matches", matches)
+        self._set("externals", externals)
+        self._set("line", line)
 
 
 _EXTERNAL_TYPES = {"sendmail": "STRING", "timeout": "TIME"}
 
 
-def parse_externals(data: Union[bytes, str], path: str) -> list[Group]:
+def parse_externals(data: bytes | str, path: str) -> list[Group]:
     """Parse an externals file (extsmail.externals(5)); ConfigError on any fault.
 
     Unlike the C extsmail, two externals of the same name are an error.
@@ -133,9 +149,9 @@ def _external(ts: TokenStream, names: dict[str, int]) -> External:
     names[name] = name_token.line
     ts.expect("LBRACE", f"'{{' after 'external {name}'")
     seen: dict[str, int] = {}  # key -> line where it was set
-    sendmail: Optional[str] = None
+    sendmail: str | None = None
     argv: list[str] = []
-    timeout: Optional[int] = None
+    timeout: int | None = None
     while ts.peek().kind != "RBRACE":
         key, value = ts.assignment("a key or '}'")
         key_name = str(key.value)
@@ -161,7 +177,7 @@ def _external(ts: TokenStream, names: dict[str, int]) -> External:
 def _split_command(ts: TokenStream, key: Token, command: str) -> list[str]:
     """Split a sendmail command into words as a POSIX shell would."""
     try:
-        argv = shlex.split(command, posix=True)
+        argv = split_words(command)
     except ValueError as e:
         raise ts.error(key, f"cannot split sendmail into words: {e}") from None
     if not argv:

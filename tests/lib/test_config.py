@@ -541,3 +541,35 @@ def test_conf_round_trip(case: tuple[str, ExtsmailConf]) -> None:
     text, conf = case
     assert parse_extsmail_conf(text, P) == conf
     assert parse_extsmail_conf(text.encode(), P) == conf
+
+
+# --- command words ------------------------------------------------------------
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet=list("ab \t\n\r\"'\\#$|;"), max_size=16))
+def test_split_words_is_shlex_split(text: str) -> None:
+    import shlex
+
+    from roammail.config import split_words
+
+    try:
+        want: object = shlex.split(text)
+    except ValueError:
+        want = ValueError
+    try:
+        got: object = split_words(text)
+    except ValueError:
+        got = ValueError
+    assert got == want
+
+
+def test_split_words_examples() -> None:
+    from roammail.config import split_words
+
+    assert split_words("ssh -q 'my host' \"/usr/sbin/sendmail\" -t") == \
+        ["ssh", "-q", "my host", "/usr/sbin/sendmail", "-t"]
+    assert split_words('a "b\\"c\\\\d\\e" \'\' x\\ y') == ["a", 'b"c\\d\\e', "", "x y"]
+    for bad in ('"open', "'open", "trailing\\"):
+        with pytest.raises(ValueError):
+            split_words(bad)

@@ -6,7 +6,6 @@ errors and for rendering files come from there.
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 
 import pytest
@@ -202,9 +201,9 @@ def test_externals_errors(data: bytes, line: int, match: str) -> None:
 
 def test_values_are_frozen() -> None:
     [group] = parse_externals(b'group { external a { sendmail = "x" } }', P)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         group.line = 3  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         group.externals[0].timeout = 3  # type: ignore[misc]
 
 
