@@ -37,13 +37,10 @@ Options:
 from __future__ import annotations
 
 import os
-import random
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
 
-from . import __version__, child, config, locations, spool
+from . import __version__, config, locations, spool
 from .cli import EXIT_INTERRUPTED, docopt_args, guarded
 from .errors import EX_TEMPFAIL, AlreadyRunning, ConfigError, DataError, RoammailError, UsageError
 
@@ -62,6 +59,8 @@ KILL_GRACE = 5.0
 # How much of an external's stderr goes into one log line.
 STDERR_IN_LOG = 600
 
+SIGINT = 2  # POSIX's number; importing signal for it would cost an empty run 6 ms
+
 ERRORS_DIR = "errors"  # spool_dir/errors/NAME: the last delivery error
 STATE_DIR = "state"    # spool_dir/state/: notification times
 
@@ -69,13 +68,34 @@ STATE_DIR = "state"    # spool_dir/state/: notification times
 # ------------------------------------------------------------------ settings
 
 
-@dataclass
 class Settings:
-    conf_path: str
-    conf: config.ExtsmailConf
-    spool_dir: str
-    externals_path: str
-    groups: list  # headers.CompiledGroup
+    """What a run needs of the two files.  The header rules are compiled
+    when a message first needs them: an empty queue (a cron run, most of
+    the time) pays neither for the regex engine nor for the compilation."""
+
+    __slots__ = ("conf_path", "conf", "spool_dir", "externals_path", "parsed", "_groups")
+
+    def __init__(self, conf_path: str, conf: config.ExtsmailConf, spool_dir: str,
+                 externals_path: str, parsed: list) -> None:
+        self.conf_path = conf_path
+        self.conf = conf
+        self.spool_dir = spool_dir
+        self.externals_path = externals_path
+        self.parsed = parsed  # externals.Group, as parsed
+        self._groups: list | None = None
+
+    @property
+    def groups(self) -> list:
+        """headers.CompiledGroup of each group; ConfigError for a bad regex."""
+        if self._groups is None:
+            from .headers import compile_groups
+
+            self._groups = compile_groups(self.parsed, self.externals_path)
+        return self._groups
+
+    def compile(self) -> None:
+        """Compile the header rules now (ConfigError for a bad one)."""
+        self.groups  # noqa: B018 - the property compiles
 
 
 def find_file(explicit: str | None, candidates: list[str], what: str) -> str:
@@ -94,9 +114,9 @@ def load_conf(conf_opt: str | None) -> tuple[str, config.ExtsmailConf]:
 
 
 def load_externals(path: str) -> list:
-    """Parse and compile an externals file; ConfigError with file:line."""
+    """Parse an externals file (its groups, not yet compiled); ConfigError
+    with file:line."""
     from .externals import parse_externals
-    from .headers import compile_groups
 
     try:
         st = os.stat(path)
@@ -105,8 +125,7 @@ def load_externals(path: str) -> list:
     if st.st_uid != os.geteuid():
         raise ConfigError(path, 0, f"not owned by uid {os.geteuid()}, refusing to run "
                           "its commands")
-    groups = parse_externals(config.read_config_file(path), path)
-    return compile_groups(groups, path)
+    return parse_externals(config.read_config_file(path), path)
 
 
 def load_settings(conf_opt: str | None, externals_opt: str | None) -> Settings:
@@ -151,13 +170,15 @@ def plan(externals, failed: set[str], last_success: dict[str, float], started: f
     return chosen
 
 
-@dataclass
 class CycleResult:
-    sent: int = 0
-    failed: int = 0      # delivery failures: backoff and notification
-    remaining: int = 0   # messages still queued afterwards (any reason)
-    sent_names: list[str] = field(default_factory=list)
-    oldest_failed: float | None = None  # queue time of the oldest failed message
+    __slots__ = ("sent", "failed", "remaining", "sent_names", "oldest_failed")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.failed = 0      # delivery failures: backoff and notification
+        self.remaining = 0   # messages still queued afterwards (any reason)
+        self.sent_names: list[str] = []
+        self.oldest_failed: float | None = None  # queue time of the oldest failed message
 
 
 class Deliverer:
@@ -173,6 +194,9 @@ class Deliverer:
         self.last_success: dict[str, float] = {}
         self.stopping = False
         self.reported_corrupt: dict[str, float] = {}
+        # Called once, before the first delivery (batch mode installs its
+        # signal handlers there: `signal` is not cheap to import).
+        self.before_delivery = None
 
     # -- one cycle -----------------------------------------------------------
 
@@ -182,9 +206,14 @@ class Deliverer:
             self.log.info("removed %s, left over by an interrupted extsmail", path)
         paths = spool.list_messages(self.settings.spool_dir)
         if random_start and paths:
+            import random
+
             k = random.randrange(len(paths))
             paths = paths[k:] + paths[:k]
         failed_externals: set[str] = set()
+        if paths and self.before_delivery is not None:
+            self.before_delivery()
+            self.before_delivery = None
         for path in paths:
             if self.stopping:
                 result.remaining += 1
@@ -246,6 +275,8 @@ class Deliverer:
         for external in plan(chosen.group.externals, failed_externals, self.last_success,
                              self.started, now, self.daemon):
             tried = True
+            from . import child
+
             argv = list(external.sendmail_argv) + [os.fsdecode(a) for a in message.args]
             res = child.run_child(argv, message.stream(), stall_timeout=self.stall_timeout,
                                   grace=KILL_GRACE, should_abort=lambda: self.stopping)
@@ -388,6 +419,8 @@ class Notifier:
             self.run(substitute(self.conf.notify_failure_cmd, "TIME", render_duration(since)))
 
     def run(self, command: str) -> None:
+        from . import child
+
         res = child.run_child(["/bin/sh", "-c", command], stall_timeout=STALL_TIMEOUT,
                               grace=KILL_GRACE, should_abort=self.should_abort)
         if not (res.returncode == 0 and res.error is None):
@@ -400,9 +433,11 @@ class Notifier:
 
 
 def setup_log(stderr: bool):
+    """The log, set up when the first line is written: a run with nothing to
+    say (an empty queue) does not import logging."""
     from . import log
 
-    return log.setup(TOOL, stderr=stderr)
+    return log.Deferred(TOOL, stderr=stderr)
 
 
 def lock_or_fail(spool_dir: str) -> int:
@@ -432,13 +467,18 @@ def run_batch(settings: Settings, stall_timeout: float, *, take_lock: bool) -> i
         caught.append(signum)
         deliverer.stopping = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, stop)
+    def install_handlers() -> None:
+        import signal
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, stop)
+
+    deliverer.before_delivery = install_handlers
     try:
         result = deliverer.cycle()
         if not deliverer.stopping:
             Notifier(settings.conf, log, settings.spool_dir).after_cycle(result, time.time())
-        if signal.SIGINT in caught:
+        if SIGINT in caught:
             return EXIT_INTERRUPTED
         return 0 if result.remaining == 0 else 1
     finally:
@@ -471,6 +511,7 @@ class Daemon:
         self.reload_wanted = False
         try:
             new = load_settings(self.conf_opt, self.externals_opt)
+            new.compile()  # now: a bad rule keeps the old configuration
         except RoammailError as exc:
             self.log.error("reload failed, keeping the old configuration: %s", exc)
             return
@@ -485,6 +526,8 @@ class Daemon:
                       new.externals_path)
 
     def run(self) -> int:
+        import signal
+
         from inotify_simple import INotify, flags
 
         msgs = os.path.join(self.settings.spool_dir, spool.MSGS)
@@ -551,6 +594,7 @@ class Daemon:
 
 def run_daemon(conf_opt: str | None, externals_opt: str | None, settings: Settings,
                foreground: bool, stall_timeout: float) -> int:
+    settings.compile()  # a bad header rule is an error now, while we can still say it
     lock_fd = lock_or_fail(settings.spool_dir)
     if not foreground:
         import daemon as pydaemon
@@ -694,6 +738,7 @@ def delete_messages(spool_dir: str, idents: list[str], log) -> int:
 
 def test_config(conf_opt: str | None, externals_opt: str | None, out) -> int:
     settings = load_settings(conf_opt, externals_opt)
+    settings.compile()  # every error before the first line of output
     out.write(f"configuration {settings.conf_path}: spool_dir {settings.spool_dir}\n")
     out.write(f"externals {settings.externals_path}:\n")
     for number, compiled in enumerate(settings.groups, 1):
@@ -709,8 +754,43 @@ def test_config(conf_opt: str | None, externals_opt: str | None, out) -> int:
 # ---------------------------------------------------------------------- main
 
 
+# What docopt makes of the command lines that cron and the service unit
+# repeat (tests/extsmail check each against docopt): docopt costs an empty
+# run more than everything else it does (it imports re and typing).
+_DOCOPT_DEFAULTS = {
+    "--conf": None, "--externals": None, "--stall-timeout": "60", "--mode": "batch",
+    "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
+    "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
+    "--help": False,
+}
+_COMMON_COMMAND_LINES = {
+    (): {},
+    ("-m", "batch"): {},
+    ("--mode", "batch"): {},
+    ("--mode=batch",): {},
+    ("-m", "daemon"): {"--mode": "daemon"},
+    ("--mode", "daemon"): {"--mode": "daemon"},
+    ("--mode=daemon",): {"--mode": "daemon"},
+    ("-m", "daemon", "-f"): {"--mode": "daemon", "--foreground": True},
+    ("-f", "-m", "daemon"): {"--mode": "daemon", "--foreground": True},
+    ("--mode=daemon", "--foreground"): {"--mode": "daemon", "--foreground": True},
+    ("--flush",): {"--flush": True},
+    ("--list",): {"--list": True},
+}
+
+
+def parse_args(argv: list[str]) -> dict:
+    """docopt's reading of argv (for the common lines, from the table)."""
+    known = _COMMON_COMMAND_LINES.get(tuple(argv))
+    if known is not None:
+        args = dict(_DOCOPT_DEFAULTS, ID=[])
+        args.update(known)
+        return args
+    return docopt_args(__doc__, argv, version=None)
+
+
 def run(argv: list[str] | None) -> int:
-    args = docopt_args(__doc__, argv, version=None)
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
     if args["--version"]:
         sys.stdout.write(f"extsmaild (roammail) {__version__}\n")
         return 0

@@ -12,9 +12,12 @@ leaving anyone else's alone); touch the root logger.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
 
 LOGGER_NAME = "roammail"
 _OURS = "_roammail_handler"  # attribute marking the handlers setup() installed
@@ -30,6 +33,7 @@ def _stderr_is_terminal() -> bool:
 def _syslog_handler(tool: str, address: str) -> logging.Handler | None:
     if not os.path.exists(address):
         return None
+    import logging
     import logging.handlers  # socket and pickle: only where syslog exists
 
     try:
@@ -56,6 +60,8 @@ def setup(
     stderr=None means: only when stderr is a terminal.  verbose: DEBUG
     lines too, else INFO and up.  Calling it again replaces its handlers.
     """
+    import logging
+
     logger = logging.getLogger(LOGGER_NAME)
     for old in [h for h in logger.handlers if getattr(h, _OURS, False)]:
         logger.removeHandler(old)
@@ -78,3 +84,19 @@ def setup(
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     return logger
+
+
+class Deferred:
+    """A logger set up (by setup(), with these arguments) when it is first
+    used: a run that has nothing to say does not import logging, which
+    costs a cron job's empty run more than all the rest of its work."""
+
+    def __init__(self, tool: str, **settings: object) -> None:
+        self._tool = tool
+        self._settings = settings
+        self._logger: logging.Logger | None = None
+
+    def __getattr__(self, name: str):
+        if self._logger is None:
+            self._logger = setup(self._tool, **self._settings)  # type: ignore[arg-type]
+        return getattr(self._logger, name)

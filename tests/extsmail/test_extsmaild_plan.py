@@ -155,3 +155,27 @@ def test_holds_back_is_false_in_batch_mode_and_without_timeout(situation):
         else:
             expected = now - last.get(e.name, STARTED) < e.timeout
             assert holds_back(e, last, STARTED, now, True) == expected
+
+
+# --- the command lines read without docopt -------------------------------------
+
+
+def test_common_command_lines_read_as_docopt_reads_them():
+    from docopt import docopt
+
+    from roammail import extsmaild
+
+    assert extsmaild._COMMON_COMMAND_LINES  # the table is not empty
+    for words in extsmaild._COMMON_COMMAND_LINES:
+        assert extsmaild.parse_args(list(words)) == dict(docopt(extsmaild.__doc__,
+                                                                argv=list(words))), words
+
+
+def test_other_command_lines_go_to_docopt():
+    from roammail import extsmaild
+
+    args = extsmaild.parse_args(["-c", "/x/conf", "-m", "daemon", "--stall-timeout", "5"])
+    assert (args["--conf"], args["--mode"], args["--stall-timeout"]) == ("/x/conf", "daemon", "5")
+    result = extsmaild.parse_args([])
+    result["ID"].append("x")  # the table's answers are fresh each time
+    assert extsmaild.parse_args([])["ID"] == []

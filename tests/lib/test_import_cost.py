@@ -62,6 +62,8 @@ def loaded_by(module: str) -> list[str]:
         "roammail.spool",
         "roammail.cli",
         "roammail.locations",
+        "roammail.externals",
+        "roammail.extsmaild",
     ],
 )
 def test_extsmail_imports_nothing_heavy(module: str) -> None:
@@ -72,7 +74,40 @@ def test_extsmail_imports_nothing_heavy(module: str) -> None:
 
 
 def test_probe_sees_a_heavy_import() -> None:
-    # The probe itself must not hide a forbidden module: externals.py uses
-    # dataclasses and shlex (only extsmaild imports it).
-    loaded = loaded_by("roammail.externals")
-    assert "dataclasses" in loaded and "shlex" in loaded
+    # The probe itself must not hide a forbidden module: headers.py uses
+    # re and dataclasses (extsmaild imports it once a message is there).
+    loaded = loaded_by("roammail.headers")
+    assert "dataclasses" in loaded and "re" in loaded
+
+
+# A cron job runs `extsmaild` every few minutes, mostly over an empty
+# queue: that run reads both files, locks the spool, finds nothing and
+# exits, and must load nothing heavy on the way.
+EMPTY_RUN = """
+import os, sys
+sys.path[:0] = [sys.argv[1]]
+from roammail.extsmaild import main
+status = main(sys.argv[2:])
+sys.stdout.write(str(status) + "\\n" + "\\n".join(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("argv", [[], ["-m", "batch"]])
+def test_an_empty_queue_run_imports_nothing_heavy(tmp_path: Path, argv: list[str]) -> None:
+    home = tmp_path / "home"
+    (home / ".extsmail").mkdir(parents=True)
+    (home / ".extsmail" / "conf").write_text(f'spool_dir = "{tmp_path}/spool"\n')
+    (home / ".extsmail" / "externals").write_text(
+        'group {\n  match header "^To:.*@work\\\\.example"\n'
+        '  external w { sendmail = "ssh -q \'a host\' /usr/sbin/sendmail -t" }\n}\n'
+        'group { external x { sendmail = "/bin/true" } }\n')
+    (tmp_path / "spool").mkdir(mode=0o700)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", EMPTY_RUN, str(LIB), *argv],
+        capture_output=True, text=True, timeout=60, env={"HOME": str(home), "PATH": "/bin"})
+    assert result.returncode == 0, result.stderr
+    status, *loaded = result.stdout.split("\n")
+    assert status == "0"
+    heavy = [name for name in FORBIDDEN + ["signal", "random", "roammail.child",
+                                           "roammail.headers"] if name in loaded]
+    assert heavy == [], f"an empty queue run loads {heavy}"
