@@ -371,11 +371,12 @@ def summary_rows(bench: str, headers: list[str], rows: list[list[str]], *, metri
     """The rows of a printed summary table (`headers`, `rows`) as --summary rows.
 
     Each field is the cell under the header named for it; `metric` may name
-    several headers (the cells joined), `note` names the headers whose cells
-    make the note ("header: cell", empty cells left out).
+    several headers (the cells joined), `note` the headers whose cells make
+    the note (empty cells left out; "header: cell" when there are several).
     """
     def cells(row: list[str], names, labelled: bool = False) -> str:
         names = [names] if isinstance(names, str) else names
+        labelled = labelled and len(names) > 1
         return ", ".join((f"{n}: " if labelled else "") + str(row[headers.index(n)])
                          for n in names if str(row[headers.index(n)]))
 

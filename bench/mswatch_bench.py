@@ -9,12 +9,14 @@ Both run the same "sync": a tiny script that appends its start time and
 arguments to a file, so the numbers measure the scheduling, not mbsync.
 mswatch runs with base_delay 0 and inter_delay 0 (its fastest setting).
 
-1. latency: 100 deliveries, one every 0.2 s; for each, the time from the
-   rename into new/ to the start of the next sync; the median and p90.
-2. batching: 10 bursts of 100 deliveries (as fast as they go), 1 s apart;
-   how many syncs ran for the 1,000 deliveries.
+1. latency: 100 deliveries (--quick 30), one every 0.2 s; for each, the
+   time from the rename into new/ to the start of the next sync; the median
+   and p90.
+2. batching: 10 bursts (--quick 5) of 100 deliveries (as fast as they go),
+   1 s apart; how many syncs ran for the 1,000 (500) deliveries.
 
-Usage: bench/mswatch_bench.py [--prefix DIR]
+Usage: python3 bench/mswatch_bench.py [--prefix DIR] [--quick] [--deliveries N]
+                                      [--summary FILE]
 Nothing is left running: every process carries a tag and is swept at the end.
 """
 
@@ -30,9 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from common import BenchError  # noqa: E402
 
 SYNC_SCRIPT = '#!/bin/sh\necho "$(date +%s.%N) $*" >> {log}\n'
 SETTLE = 1.5  # s to wait after the last delivery for the last sync to start
+BURST_SIZE = 100
 
 
 def make_maildir(path: Path) -> Path:
@@ -95,7 +99,7 @@ class Variant:
             time.sleep(1.0)  # inotifywait prints "Watches established" on stderr only
             ok = True
         if not ok:
-            raise RuntimeError(f"{self.name} did not start")
+            raise BenchError(f"{self.name} did not start")
         time.sleep(0.5)
 
     def stop(self) -> None:
@@ -113,12 +117,12 @@ class Variant:
             before = len(sync_starts(self.log))
             t = deliver(self.maildir, i)
             if not common.wait_for(lambda n=before: len(sync_starts(self.log)) > n, 5, 0.0005):
-                raise RuntimeError(f"{self.name}: no sync after delivery {i}")
+                raise BenchError(f"{self.name}: no sync after delivery {i}")
             values.append(sync_starts(self.log)[before] - t)
             time.sleep(spacing)
         return values
 
-    def bursts(self, bursts: int = 10, size: int = 100) -> int:
+    def bursts(self, bursts: int = 10, size: int = BURST_SIZE) -> int:
         time.sleep(SETTLE)
         before = len(sync_starts(self.log))
         for b in range(bursts):
@@ -138,11 +142,22 @@ class Variant:
         return len(sync_starts(self.log)) - before
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prefix")
-    parser.add_argument("--deliveries", type=int, default=100)
-    opts = parser.parse_args()
+    parser.add_argument("--prefix", help="where roammail is installed [default: "
+                        f"${common.PREFIX_ENV}, else {common.DEFAULT_PREFIX}]")
+    parser.add_argument("--quick", action="store_true",
+                        help="30 deliveries and 5 bursts instead of 100 and 10")
+    parser.add_argument("--deliveries", type=int,
+                        help="deliveries of the latency part [100; quick 30]")
+    common.add_summary_option(parser)
+    opts = parser.parse_args(argv)
+    opts.deliveries = opts.deliveries or (30 if opts.quick else 100)
+    opts.bursts = 5 if opts.quick else 10
+    return opts
+
+
+def run(opts: argparse.Namespace) -> int:
     prefix = common.resolve_prefix(opts.prefix)
     common.installed_tools(prefix, ["mswatch", "watch-maildirs"])
     import shutil
@@ -160,7 +175,7 @@ def main() -> int:
                 v.start()
                 try:
                     lat = v.latency(opts.deliveries)
-                    syncs = v.bursts()
+                    syncs = v.bursts(opts.bursts)
                 finally:
                     v.stop()
                 results[name] = (lat, syncs)
@@ -179,12 +194,21 @@ def main() -> int:
          common.ms(common.percentile(peer[0], 90)),
          common.times(common.ratio(common.percentile(ours[0], 90),
                                    common.percentile(peer[0], 90)))],
-        ["syncs per 1,000 deliveries (10 bursts)", str(ours[1]), str(peer[1]),
-         common.times(common.ratio(ours[1], peer[1]))],
+        [f"syncs per {opts.bursts * BURST_SIZE:,} deliveries ({opts.bursts} bursts)",
+         str(ours[1]), str(peer[1]), common.times(common.ratio(ours[1], peer[1]))],
     ]
-    print(common.markdown_table(["measure", "mswatch (base_delay 0)",
-                                 "inotifywait + while read", "ours / peer"], rows))
+    mode = "quick" if opts.quick else "full"
+    print(f"## Summary ({mode} run: {opts.deliveries} deliveries, {opts.bursts} bursts)\n")
+    headers = ["measure", "mswatch (base_delay 0)", "inotifywait + while read", "ours / peer"]
+    print(common.markdown_table(headers, rows))
+    common.write_summary(opts.summary, common.summary_rows(
+        "mswatch", headers, rows, metric="measure", ours="mswatch (base_delay 0)",
+        peer="inotifywait + while read", ratio="ours / peer"))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run_main("mswatch_bench", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """watch_bench.py: roammail's watch-maildirs side by side with inotifywait.
 
 Usage:
-  python3 bench/watch_bench.py [--prefix PREFIX] [--quick] [--keep]
+  python3 bench/watch_bench.py [--prefix PREFIX] [--quick] [--keep] [--summary FILE]
 
 The peer is what users script instead of watch_maildirs:
   inotifywait -m -r -e moved_to,create,delete,moved_from,close_write --format %w DIR
@@ -351,6 +351,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="100 changes, 5 bursts, one start-up run per side")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    common.add_summary_option(parser)
     return parser.parse_args(argv)
 
 
@@ -431,8 +432,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"WARNING: more than {NOISY_CPUS} CPUs of other load: the numbers are "
                   "noisy; rerun on a quiet machine before quoting them")
         print(f"\n## Summary ({mode} run)\n")
-        print(common.markdown_table(
-            ["metric", "watch-maildirs", "inotifywait", "ours/peer", "target", "met"], rows))
+        headers = ["metric", "watch-maildirs", "inotifywait", "ours/peer", "target", "met"]
+        print(common.markdown_table(headers, rows))
+        common.write_summary(args.summary, common.summary_rows(
+            "watch", headers, rows, metric="metric", ours="watch-maildirs", peer="inotifywait",
+            ratio="ours/peer", target="target", met="met"))
         return 0
     finally:
         common.clean_up(tag, root, args.keep)

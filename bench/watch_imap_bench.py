@@ -3,6 +3,7 @@
 
 Usage:
   .venv-test/bin/python3 bench/watch_imap_bench.py [--prefix PREFIX] [--quick] [--keep]
+                                                   [--summary FILE]
 
 It runs with the test virtualenv's interpreter (./test.sh creates it): the
 server is the real Dovecot of the tests (tests/peers/dovecot.py), which
@@ -65,7 +66,6 @@ import common  # noqa: E402
 from common import BenchError, median, ms, percentile, ratio, times  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-TESTS = common.REPO / "tests"
 PEER_SCRIPT = BENCH / "imapnotify_peer.js"
 # node-imap, the peer's library, is installed here once (ignored by git).
 NODE_CACHE = common.REPO / ".bench-cache" / "node"
@@ -110,16 +110,8 @@ exec "$@"
 
 def import_dovecot():
     """tests/peers/dovecot.py and the pytest outcomes its checks raise."""
-    sys.path.insert(0, str(TESTS))
-    try:
-        import pytest
-
-        from peers import dovecot
-    except ImportError as exc:
-        raise BenchError(
-            f"cannot import the test Dovecot (tests/peers/dovecot.py): {exc}; run this "
-            "with the test virtualenv's interpreter, .venv-test/bin/python3 (./test.sh "
-            "creates it)") from None
+    dovecot = common.import_test_peer("peers.dovecot")
+    pytest = common.import_test_peer("pytest")
     return dovecot, (pytest.skip.Exception, pytest.fail.Exception)
 
 
@@ -652,6 +644,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_ROUNDS} deliveries instead of {ROUNDS}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    common.add_summary_option(parser)
     return parser.parse_args(argv)
 
 
@@ -793,9 +786,12 @@ def run(args: argparse.Namespace) -> int:
              f"ours {MAX_IDLE} + 1", "yes" if idle_met else "NO"],
         ]
         print(f"\n## Summary ({mode} run, {time.monotonic() - started:.0f} s)\n")
-        print(common.markdown_table(
-            ["metric", "mswatch + watch-imap", "imapnotify (node-imap)", "ours/peer",
-             "target", "met"], rows))
+        headers = ["metric", "mswatch + watch-imap", "imapnotify (node-imap)", "ours/peer",
+                   "target", "met"]
+        print(common.markdown_table(headers, rows))
+        common.write_summary(args.summary, common.summary_rows(
+            "watch-imap", headers, rows, metric="metric", ours="mswatch + watch-imap",
+            peer="imapnotify (node-imap)", ratio="ours/peer", target="target", met="met"))
         return 0
     finally:
         for one in sides:
