@@ -28,6 +28,8 @@ Options:
   --list                     List the queued messages.
   --show                     Print the queued message ID as it will be sent.
   --delete                   Remove the queued messages ID... unsent.
+  -j N, --jobs N             Hand up to N messages at once to the externals
+                             (1: one at a time, as the original) [default: 4].
   --stall-timeout SECONDS    Kill an external that makes no I/O progress for
                              this long [default: 60].
   -v, --version              Print the version.
@@ -54,6 +56,8 @@ POLL = 60.0
 # An external that neither reads its input nor writes anything for this
 # long is killed (the original's rule); --stall-timeout changes it.
 STALL_TIMEOUT = 60.0
+# More deliveries at once than this is a typo, not a plan.
+MAX_JOBS = 64
 # How long a killed external has between SIGTERM and SIGKILL.
 KILL_GRACE = 5.0
 # How much of an external's stderr goes into one log line.
@@ -96,6 +100,17 @@ class Settings:
     def compile(self) -> None:
         """Compile the header rules now (ConfigError for a bad one)."""
         self.groups  # noqa: B018 - the property compiles
+
+
+class RunOptions:
+    """How to deliver: the stall timeout of an external (seconds) and how
+    many messages may be handed to externals at once."""
+
+    __slots__ = ("stall_timeout", "jobs")
+
+    def __init__(self, stall_timeout: float = STALL_TIMEOUT, jobs: int = 1) -> None:
+        self.stall_timeout = stall_timeout
+        self.jobs = jobs
 
 
 def find_file(explicit: str | None, candidates: list[str], what: str) -> str:
@@ -185,8 +200,9 @@ class Deliverer:
     """Delivers queued messages; keeps the state that spans cycles."""
 
     def __init__(self, settings: Settings, log, *, daemon: bool,
-                 stall_timeout: float = STALL_TIMEOUT) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, jobs: int = 1) -> None:
         self.settings = settings
+        self.jobs = jobs
         self.log = log
         self.daemon = daemon
         self.stall_timeout = stall_timeout
@@ -211,34 +227,78 @@ class Deliverer:
             k = random.randrange(len(paths))
             paths = paths[k:] + paths[:k]
         failed_externals: set[str] = set()
-        if paths and self.before_delivery is not None:
-            self.before_delivery()
-            self.before_delivery = None
-        for path in paths:
-            if self.stopping:
-                result.remaining += 1
-                continue
-            outcome = self.deliver_path(path, failed_externals)
-            if outcome == "sent":
-                result.sent += 1
-                result.sent_names.append(os.path.basename(path))
-            elif outcome == "failed":
-                result.failed += 1
-                result.remaining += 1
-                try:
-                    queued = os.stat(path).st_mtime
-                except OSError:
-                    queued = time.time()
-                if result.oldest_failed is None or queued < result.oldest_failed:
-                    result.oldest_failed = queued
-            elif outcome == "kept":
-                result.remaining += 1
+        if paths:
+            if self.before_delivery is not None:
+                self.before_delivery()
+                self.before_delivery = None
+            self.settings.compile()  # here, not in a delivering thread
+        if self.jobs > 1 and len(paths) > 1:
+            self._deliver_concurrently(paths, failed_externals, result)
+        else:
+            for path in paths:
+                self._tally(result, path, self._deliver_one(path, failed_externals))
         if result.sent:
             spool.sync_removals(self.settings.spool_dir)
         # Messages queued while we worked count as remaining too.
         left = len(spool.list_messages(self.settings.spool_dir))
         result.remaining = max(result.remaining, left)
         return result
+
+    def _deliver_one(self, path: str, failed_externals: set[str]) -> str:
+        return "kept" if self.stopping else self.deliver_path(path, failed_externals)
+
+    @staticmethod
+    def _tally(result: CycleResult, path: str, outcome: str) -> None:
+        if outcome == "sent":
+            result.sent += 1
+            result.sent_names.append(os.path.basename(path))
+        elif outcome == "failed":
+            result.failed += 1
+            result.remaining += 1
+            try:
+                queued = os.stat(path).st_mtime
+            except OSError:
+                queued = time.time()
+            if result.oldest_failed is None or queued < result.oldest_failed:
+                result.oldest_failed = queued
+        elif outcome == "kept":
+            result.remaining += 1
+
+    def _deliver_concurrently(self, paths: list[str], failed_externals: set[str],
+                              result: CycleResult) -> None:
+        """Up to `jobs` deliveries at once, started in queue order.  The first
+        message goes alone: through ssh it opens the connection the others
+        share, and over a link that is down it fails once, not `jobs` times."""
+        import threading
+
+        self._tally(result, paths[0], self._deliver_one(paths[0], failed_externals))
+        lock = threading.Lock()
+        pending = iter(paths[1:])
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                while True:
+                    with lock:
+                        path = next(pending, None)
+                    if path is None or errors:
+                        return
+                    outcome = self._deliver_one(path, failed_externals)
+                    with lock:
+                        self._tally(result, path, outcome)
+            except BaseException as exc:  # noqa: B036 - raised again in the caller
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, name=f"deliver-{n}", daemon=True)
+                   for n in range(min(self.jobs, len(paths) - 1))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        for path in pending:  # left by a worker that failed
+            self._tally(result, path, "kept")
+        if errors:
+            raise errors[0]
 
     def deliver_path(self, path: str, failed_externals: set[str]) -> str:
         """Deliver one queued file: "sent", "failed", "kept" or "gone"."""
@@ -449,7 +509,7 @@ def lock_or_fail(spool_dir: str) -> int:
     return fd
 
 
-def run_batch(settings: Settings, stall_timeout: float, *, take_lock: bool) -> int:
+def run_batch(settings: Settings, options: RunOptions, *, take_lock: bool) -> int:
     """One pass: 0 when the queue is empty afterwards, 1 when messages remain.
 
     SIGTERM, SIGINT or SIGHUP stop the running external (its message stays
@@ -459,7 +519,8 @@ def run_batch(settings: Settings, stall_timeout: float, *, take_lock: bool) -> i
     log = setup_log(stderr=True)
     lock_fd = lock_or_fail(settings.spool_dir) if take_lock else None
     spool.check_spool_dir(settings.spool_dir)
-    deliverer = Deliverer(settings, log, daemon=False, stall_timeout=stall_timeout)
+    deliverer = Deliverer(settings, log, daemon=False, stall_timeout=options.stall_timeout,
+                          jobs=options.jobs)
 
     caught: list[int] = []
 
@@ -490,12 +551,13 @@ class Daemon:
     """The daemon loop: cycles, inotify wake-ups, backoff, signals."""
 
     def __init__(self, conf_opt: str | None, externals_opt: str | None,
-                 settings: Settings, log, stall_timeout: float) -> None:
+                 settings: Settings, log, options: RunOptions) -> None:
         self.conf_opt = conf_opt
         self.externals_opt = externals_opt
         self.settings = settings
         self.log = log
-        self.deliverer = Deliverer(settings, log, daemon=True, stall_timeout=stall_timeout)
+        self.deliverer = Deliverer(settings, log, daemon=True,
+                                   stall_timeout=options.stall_timeout, jobs=options.jobs)
         self.notifier = Notifier(settings.conf, log, settings.spool_dir,
                                  should_abort=lambda: self.deliverer.stopping)
         self.reload_wanted = False
@@ -593,7 +655,7 @@ class Daemon:
 
 
 def run_daemon(conf_opt: str | None, externals_opt: str | None, settings: Settings,
-               foreground: bool, stall_timeout: float) -> int:
+               foreground: bool, options: RunOptions) -> int:
     settings.compile()  # a bad header rule is an error now, while we can still say it
     lock_fd = lock_or_fail(settings.spool_dir)
     if not foreground:
@@ -603,13 +665,13 @@ def run_daemon(conf_opt: str | None, externals_opt: str | None, settings: Settin
                                     working_directory="/"):
             log = setup_log(stderr=False)
             try:
-                return Daemon(conf_opt, externals_opt, settings, log, stall_timeout).run()
+                return Daemon(conf_opt, externals_opt, settings, log, options).run()
             except Exception as exc:  # detached: syslog is the only place left
                 log.error("exiting on an unexpected error: %s: %s", type(exc).__name__, exc)
                 return 70
     log = setup_log(stderr=True)
     try:
-        return Daemon(conf_opt, externals_opt, settings, log, stall_timeout).run()
+        return Daemon(conf_opt, externals_opt, settings, log, options).run()
     finally:
         os.close(lock_fd)
 
@@ -758,7 +820,8 @@ def test_config(conf_opt: str | None, externals_opt: str | None, out) -> int:
 # repeat (tests/extsmail check each against docopt): docopt costs an empty
 # run more than everything else it does (it imports re and typing).
 _DOCOPT_DEFAULTS = {
-    "--conf": None, "--externals": None, "--stall-timeout": "60", "--mode": "batch",
+    "--conf": None, "--externals": None, "--jobs": "4", "--stall-timeout": "60",
+    "--mode": "batch",
     "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
     "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
     "--help": False,
@@ -801,6 +864,10 @@ def run(argv: list[str] | None) -> int:
     except ValueError:
         raise UsageError(f"--stall-timeout needs a positive number of seconds, "
                          f"not '{args['--stall-timeout']}'") from None
+    jobs_text = args["--jobs"]
+    if not (jobs_text.isascii() and jobs_text.isdigit() and 1 <= int(jobs_text) <= MAX_JOBS):
+        raise UsageError(f"--jobs needs a number from 1 to {MAX_JOBS}, not '{jobs_text}'")
+    options = RunOptions(stall, int(jobs_text))
     conf_opt = args["--conf"]
     externals_opt = args["--externals"]
     if args["--test"]:
@@ -816,12 +883,12 @@ def run(argv: list[str] | None) -> int:
         return delete_messages(spool_dir, args["ID"], setup_log(stderr=True))
     settings = load_settings(conf_opt, externals_opt)
     if args["--flush"]:
-        return run_batch(settings, stall, take_lock=False)
+        return run_batch(settings, options, take_lock=False)
     mode = args["--mode"]
     if mode == "batch":
-        return run_batch(settings, stall, take_lock=True)
+        return run_batch(settings, options, take_lock=True)
     if mode == "daemon":
-        return run_daemon(conf_opt, externals_opt, settings, args["--foreground"], stall)
+        return run_daemon(conf_opt, externals_opt, settings, args["--foreground"], options)
     raise UsageError(f"-m takes batch or daemon, not '{mode}'")
 
 

@@ -12,6 +12,7 @@ leaving anyone else's alone); touch the root logger.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 
@@ -91,6 +92,8 @@ class Deferred:
     used: a run that has nothing to say does not import logging, which
     costs a cron job's empty run more than all the rest of its work."""
 
+    _lock = _thread.allocate_lock()  # two threads' first lines set it up once
+
     def __init__(self, tool: str, **settings: object) -> None:
         self._tool = tool
         self._settings = settings
@@ -98,5 +101,7 @@ class Deferred:
 
     def __getattr__(self, name: str):
         if self._logger is None:
-            self._logger = setup(self._tool, **self._settings)  # type: ignore[arg-type]
+            with self._lock:
+                if self._logger is None:
+                    self._logger = setup(self._tool, **self._settings)  # type: ignore[arg-type]
         return getattr(self._logger, name)

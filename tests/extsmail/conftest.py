@@ -24,8 +24,9 @@ RECORDER = """#!/bin/sh
 # with the status in its .status file (0 when there is none).
 dir="{out}"
 mkdir -p "$dir"
-n=$(ls "$dir" | grep -c '\\.msg$')
-n=$((n + 1))
+# Named by the time of the call and the pid: extsmaild may run several
+# externals at once, and a count of the files would give two the same name.
+n=$(date +%s%N)-$$
 printf '%s\\0' "$@" > "$dir/$n.argv0"
 cat > "$dir/$n.msg.tmp"
 mv "$dir/$n.msg.tmp" "$dir/$n.msg"
@@ -50,11 +51,16 @@ class Recorder:
             self.status_file.unlink()
 
     def received(self) -> list[tuple[list[bytes], bytes]]:
-        """(argv, message bytes) of each call that read its whole input."""
+        """(argv, message bytes) of each call that read its whole input, in
+        the order the calls started."""
         calls = []
         if not self.out.exists():
             return calls
-        for msg in sorted(self.out.glob("*.msg"), key=lambda p: int(p.name.split(".")[0])):
+        def started(path: Path) -> tuple[int, int]:
+            stamp, pid = path.name.split(".")[0].split("-")
+            return int(stamp), int(pid)
+
+        for msg in sorted(self.out.glob("*.msg"), key=started):
             n = msg.name.split(".")[0]
             raw = (self.out / f"{n}.argv0").read_bytes()
             argv = raw.split(b"\0")[:-1] if raw else []

@@ -788,3 +788,51 @@ def test_flush_skips_a_message_locked_by_another_process(ext_home):
         os.close(fd)
     assert ext_home.run("extsmaild", "--flush").returncode == 0
     assert sorted(subjects(rec)) == ["free", "locked"]  # each exactly once
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def intervals(h, n: int) -> list[tuple[float, float]]:
+    """(start, end) of each call of the `slow` external, in start order."""
+    out = []
+    for path in sorted((h.tmp / "calls").glob("*")):
+        start, end = path.read_text().split()
+        out.append((float(start), float(end)))
+    assert len(out) == n
+    return sorted(out)
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    now = peak = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.parametrize("jobs,peak", [("1", 1), ("3", 3)])
+def test_jobs_bounds_the_deliveries_at_once(ext_home, jobs, peak):
+    calls = ext_home.tmp / "calls"
+    calls.mkdir()
+    slow = script(ext_home, "slow", f'start=$(date +%s.%N)\ncat >/dev/null\nsleep 0.4\n'
+                                    f'echo "$start $(date +%s.%N)" > {calls}/$$\n')
+    ext_home.write_externals(f'group {{ external slow {{ sendmail = "{slow}" }} }}\n')
+    for i in range(7):
+        queue(ext_home, simple_message(subject=f"m{i}"))
+    res = batch(ext_home, "-j", jobs)
+    assert res.returncode == 0, res.stderr
+    assert ext_home.queued() == []
+    spans = intervals(ext_home, 7)
+    assert most_at_once(spans) == peak
+    # The first message goes alone (an ssh external opens its shared
+    # connection with it): nothing starts before it has ended.
+    assert all(start >= spans[0][1] for start, _ in spans[1:])
+
+
+def test_bad_jobs_is_a_usage_error(ext_home):
+    for bad in ("0", "65", "x", "-1"):
+        res = batch(ext_home, "-j", bad)
+        assert res.returncode == 64, (bad, res.stderr)
+        assert lines(res) == [f"extsmaild: --jobs needs a number from 1 to 64, not '{bad}'"]
