@@ -213,6 +213,7 @@ class Deliverer:
         # Called once, before the first delivery (batch mode installs its
         # signal handlers there: `signal` is not cheap to import).
         self.before_delivery = None
+        self._sharing = None  # sshshare.SshSharing, made for the first delivery
 
     # -- one cycle -----------------------------------------------------------
 
@@ -232,17 +233,29 @@ class Deliverer:
                 self.before_delivery()
                 self.before_delivery = None
             self.settings.compile()  # here, not in a delivering thread
-        if self.jobs > 1 and len(paths) > 1:
-            self._deliver_concurrently(paths, failed_externals, result)
-        else:
-            for path in paths:
-                self._tally(result, path, self._deliver_one(path, failed_externals))
+        try:
+            if self.jobs > 1 and len(paths) > 1:
+                self._deliver_concurrently(paths, failed_externals, result)
+            else:
+                for path in paths:
+                    self._tally(result, path, self._deliver_one(path, failed_externals))
+        finally:
+            if self._sharing is not None:
+                self._sharing.close()  # a shared ssh connection lives for one pass
         if result.sent:
             spool.sync_removals(self.settings.spool_dir)
         # Messages queued while we worked count as remaining too.
         left = len(spool.list_messages(self.settings.spool_dir))
         result.remaining = max(result.remaining, left)
         return result
+
+    def sharing(self):
+        """The ssh connection sharing of this pass (see sshshare.py)."""
+        if self._sharing is None:
+            from .sshshare import SshSharing
+
+            self._sharing = SshSharing()
+        return self._sharing
 
     def _deliver_one(self, path: str, failed_externals: set[str]) -> str:
         return "kept" if self.stopping else self.deliver_path(path, failed_externals)
@@ -337,7 +350,8 @@ class Deliverer:
             tried = True
             from . import child
 
-            argv = list(external.sendmail_argv) + [os.fsdecode(a) for a in message.args]
+            argv = self.sharing().argv(external.name, list(external.sendmail_argv)) \
+                + [os.fsdecode(a) for a in message.args]
             res = child.run_child(argv, message.stream(), stall_timeout=self.stall_timeout,
                                   grace=KILL_GRACE, should_abort=lambda: self.stopping)
             if res.ok:
