@@ -8,22 +8,21 @@ error for a filter: exit quietly.  It must stay cheap to import: extsmail,
 run for every mail sent, imports it.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import sys
 
+from . import paths
 from .errors import EX_SOFTWARE, RoammailError
 
 TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, NoReturn
 
 EXIT_INTERRUPTED = 128 + 2  # as a shell reports SIGINT
 
 
 def debug_enabled() -> bool:
-    return os.environ.get("ROAMMAIL_DEBUG") == "1"
+    return paths.getenv("ROAMMAIL_DEBUG") == "1"
 
 
 def error(tool: str, message: str) -> None:
@@ -36,7 +35,7 @@ def error(tool: str, message: str) -> None:
         pass
 
 
-def guarded(tool: str, body: Callable[[], int | None]) -> int:
+def guarded(tool: str, body: "Callable[[], int | None]") -> int:
     """Run `body`; return its status, or report its error in one line."""
     try:
         status = body()
@@ -64,14 +63,29 @@ def silence_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's last flush into
     a pipe whose reader went away does not complain."""
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
+        devnull = posix.open("/dev/null", posix.O_WRONLY)
+        posix.dup2(devnull, 1)
+        posix.close(devnull)
     except OSError:
         pass
 
 
-def docopt_args(usage: str, argv: list[str] | None, version: str | None = None,
+def exit_at_once(status: int) -> "NoReturn":
+    """Flush stdout and stderr and end the process with `status`, skipping
+    the interpreter's finalization (freeing every module and object one by
+    one), which costs extsmail, run for every mail sent, more than its own
+    work.  Only for a program whose work is done and durable: no atexit
+    handler runs, no buffered file but stdout and stderr is flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    posix._exit(status)
+
+
+def docopt_args(usage: str, argv: "list[str] | None", version: "str | None" = None,
                 options_first: bool = False) -> dict:
     """Parse argv with docopt-ng; a bad command line raises UsageError.
 
@@ -103,7 +117,7 @@ def usage_problem(text: str) -> str:
     return f"{first}; see --help"
 
 
-def not_implemented(tool: str, usage: str, argv: list[str] | None) -> int:
+def not_implemented(tool: str, usage: str, argv: "list[str] | None") -> int:
     """The body of a tool not built yet: answer --help, else exit 70."""
     args = sys.argv[1:] if argv is None else argv
     if "-h" in args or "--help" in args:

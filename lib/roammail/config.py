@@ -22,8 +22,6 @@ so `"a\\.b"` is `a.b`); TIME is `[0-9]+[dhms]` and its value is in seconds;
 (the C extsmail refuses CR outright).
 """
 
-from __future__ import annotations
-
 from roammail.errors import ConfigError
 from roammail.times import parse_time
 
@@ -95,10 +93,10 @@ class Token(_Frozen):
 
     __slots__ = ("kind", "value", "line")
     kind: str
-    value: str | int
+    value: "str | int"
     line: int
 
-    def __init__(self, kind: str, value: str | int, line: int) -> None:
+    def __init__(self, kind: str, value: "str | int", line: int) -> None:
         self._set("kind", kind)
         self._set("value", value)
         self._set("line", line)
@@ -122,7 +120,7 @@ def read_config_file(path: str) -> bytes:
         raise ConfigError(str(path), 0, f"cannot read: {e.strerror or e}") from e
 
 
-def tokenize(data: bytes | str, path: str, *, numbers: bool = False) -> list[Token]:
+def tokenize(data: "bytes | str", path: str, *, numbers: bool = False) -> "list[Token]":
     """Return the tokens of data, the last one EOF; ConfigError on a lexical error.
 
     numbers: a bare `[0-9]+` is a NUMBER token (its value an int) instead of
@@ -186,7 +184,7 @@ def _word_end(text: str, i: int) -> int:
     return i
 
 
-def _decode(data: bytes | str, path: str) -> str:
+def _decode(data: "bytes | str", path: str) -> str:
     """Return data as text with CRLF made LF; ConfigError on NUL or bad UTF-8."""
     if isinstance(data, bytes):
         nul = data.find(b"\0")
@@ -205,7 +203,7 @@ def _decode(data: bytes | str, path: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-def _scan_string(text: str, start: int, line: int, path: str) -> tuple[str, int, int]:
+def _scan_string(text: str, start: int, line: int, path: str) -> "tuple[str, int, int]":
     """Scan the string opening at text[start] on line.
 
     Returns (value, index after the closing quote, line of the closing quote).
@@ -233,7 +231,7 @@ def _scan_string(text: str, start: int, line: int, path: str) -> tuple[str, int,
     raise ConfigError(path, line, "string not terminated (no closing '\"')")
 
 
-def describe(token: Token) -> str:
+def describe(token: "Token") -> str:
     """Return how an error message names token, e.g. "'}'" or "end of file"."""
     if token.kind == "ID":
         return f"'{shorten(str(token.value))}'"
@@ -256,25 +254,25 @@ def shorten(text: str, limit: int = 40) -> str:
 class TokenStream:
     """A cursor over tokens (ending with EOF) that raises ConfigError for path."""
 
-    def __init__(self, tokens: list[Token], path: str) -> None:
+    def __init__(self, tokens: "list[Token]", path: str) -> None:
         if not tokens or tokens[-1].kind != "EOF":
             raise ValueError("token list must end with an EOF token")
         self._tokens = tokens
         self._pos = 0
         self.path = path
 
-    def peek(self) -> Token:
+    def peek(self) -> "Token":
         """Return the next token without consuming it."""
         return self._tokens[self._pos]
 
-    def next(self) -> Token:
+    def next(self) -> "Token":
         """Consume and return the next token; at EOF, keep returning EOF."""
         token = self._tokens[self._pos]
         if token.kind != "EOF":
             self._pos += 1
         return token
 
-    def expect(self, kind: str, what: str) -> Token:
+    def expect(self, kind: str, what: str) -> "Token":
         """Consume and return the next token if it is of kind.
 
         Otherwise raise ConfigError "expected WHAT, found X" at its line.
@@ -284,7 +282,7 @@ class TokenStream:
             raise self.error(token, f"expected {what}, found {describe(token)}")
         return self.next()
 
-    def expect_word(self, word: str) -> Token:
+    def expect_word(self, word: str) -> "Token":
         """Consume the identifier word (a keyword) or raise ConfigError."""
         token = self.peek()
         if token.kind != "ID" or token.value != word:
@@ -294,11 +292,11 @@ class TokenStream:
     def at_eof(self) -> bool:
         return self.peek().kind == "EOF"
 
-    def error(self, token: Token, message: str) -> ConfigError:
+    def error(self, token: "Token", message: str) -> "ConfigError":
         """Return (not raise) a ConfigError at token's line."""
         return ConfigError(self.path, token.line, message)
 
-    def assignment(self, what: str) -> tuple[Token, Token]:
+    def assignment(self, what: str) -> "tuple[Token, Token]":
         """Parse `ID = (STRING | TIME | NUMBER)`; return the key and the value tokens.
 
         what names the expected key in the error when there is no identifier.
@@ -312,7 +310,7 @@ class TokenStream:
             )
         return key, value
 
-    def check_type(self, key: Token, value: Token, kind: str) -> None:
+    def check_type(self, key: "Token", value: "Token", kind: str) -> None:
         """Raise ConfigError at key unless value is of kind (STRING, TIME or NUMBER)."""
         if value.kind != kind:
             wanted = {"STRING": "a string", "TIME": "a time such as 30m",
@@ -325,7 +323,7 @@ class TokenStream:
 _WORD_BLANKS = " \t\r\n"
 
 
-def split_words(command: str) -> list[str]:
+def split_words(command: str) -> "list[str]":
     """Split a command into words as shlex.split(command) does (POSIX mode,
     no comments), without importing shlex and re: blanks separate words;
     a backslash makes the next character stand for itself; '...' keeps
@@ -394,12 +392,12 @@ class ExtsmailConf(_Frozen):
                  "notify_success_cmd")
     spool_dir: str
     notify_failure_interval: int
-    notify_failure_cmd: str | None
-    notify_success_cmd: str | None
+    notify_failure_cmd: "str | None"
+    notify_success_cmd: "str | None"
 
     def __init__(self, spool_dir: str, notify_failure_interval: int = 0,
-                 notify_failure_cmd: str | None = None,
-                 notify_success_cmd: str | None = None) -> None:
+                 notify_failure_cmd: "str | None" = None,
+                 notify_success_cmd: "str | None" = None) -> None:
         self._set("spool_dir", spool_dir)
         self._set("notify_failure_interval", notify_failure_interval)
         self._set("notify_failure_cmd", notify_failure_cmd)
@@ -414,7 +412,7 @@ _CONF_TYPES = {
 }
 
 
-def parse_extsmail_conf(data: bytes | str, path: str) -> ExtsmailConf:
+def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
     """Parse a conf file: a sequence of `KEY = VALUE`; ConfigError on any fault.
 
     Unlike the C extsmail, a key given twice is an error (it kept the last).

@@ -30,11 +30,10 @@ Contracts:
   ctypes and resource are imported by the first Batch that needs them).
 """
 
-from __future__ import annotations
-
 import errno
-import os
+import posix
 
+from . import paths
 from .errors import DataError, IOFailure, RoammailError
 
 # typing costs ~8 ms to import (it imports re): only type checkers read it.
@@ -57,16 +56,16 @@ TEMP_NAME_ATTEMPTS = 8
 # name (to recognise it by eye) so that it stays under NAME_MAX (255 bytes).
 TEMP_NAME_HINT_CHARS = 40
 
-_OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
-               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = (posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL
+               | getattr(posix, "O_CLOEXEC", 0) | getattr(posix, "O_NOFOLLOW", 0))
+_DIR_FLAGS = posix.O_RDONLY | getattr(posix, "O_DIRECTORY", 0) | getattr(posix, "O_CLOEXEC", 0)
 
 # fsync(2) on a directory fails with these where the file system cannot do
 # it (some FUSE and network file systems): nothing more can be done there.
 _FSYNC_DIR_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: "BaseException") -> str:
     """The one-line reason of an exception, as strerror(3) says it."""
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
@@ -77,7 +76,7 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _failure(what: str, path: str, exc: BaseException) -> IOFailure:
+def _failure(what: str, path: str, exc: "BaseException") -> "IOFailure":
     return IOFailure(f"cannot {what} {path}: {_reason(exc)}")
 
 
@@ -85,32 +84,32 @@ def fsync_dir(path: str) -> None:
     """fsync the directory `path`, making the names created or removed in it
     durable.  Raises IOFailure ("cannot fsync directory PATH: ...")."""
     try:
-        fd = os.open(path, _DIR_FLAGS)
+        fd = posix.open(path, _DIR_FLAGS)
     except OSError as exc:
         raise _failure("open directory", path, exc) from exc
     try:
-        os.fsync(fd)
+        posix.fsync(fd)
     except OSError as exc:
         if exc.errno not in _FSYNC_DIR_UNSUPPORTED:
             raise _failure("fsync directory", path, exc) from exc
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _random_token() -> str:
-    return os.urandom(8).hex()
+    return posix.urandom(8).hex()
 
 
 def _temp_name(prefix: str, name: str) -> str:
-    return f"{prefix}{name[:TEMP_NAME_HINT_CHARS]}.{os.getpid()}.{_random_token()}"
+    return f"{prefix}{name[:TEMP_NAME_HINT_CHARS]}.{posix.getpid()}.{_random_token()}"
 
 
-def _create_temp(directory: str, prefix: str, name: str, mode: int) -> tuple[str, int]:
+def _create_temp(directory: str, prefix: str, name: str, mode: int) -> "tuple[str, int]":
     """Create a fresh temporary file in `directory`; return (path, fd)."""
     for _ in range(TEMP_NAME_ATTEMPTS):
-        path = os.path.join(directory, _temp_name(prefix, name))
+        path = paths.join(directory, _temp_name(prefix, name))
         try:
-            return path, os.open(path, _OPEN_FLAGS, mode)
+            return path, posix.open(path, _OPEN_FLAGS, mode)
         except FileExistsError:
             continue
         except OSError as exc:
@@ -119,13 +118,13 @@ def _create_temp(directory: str, prefix: str, name: str, mode: int) -> tuple[str
                     f"{TEMP_NAME_ATTEMPTS} names in a row exist already")
 
 
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+def _write_all(fd: int, data: "bytes | bytearray | memoryview") -> None:
     """Write all of `data`, looping on short writes."""
     view = memoryview(data).cast("B")
     while view:
-        written = os.write(fd, view)
+        written = posix.write(fd, view)
         if written <= 0:  # write(2) returns 0 only for a 0-byte request
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
+            raise OSError(errno.EIO, posix.strerror(errno.EIO))
         view = view[written:]
 
 
@@ -133,7 +132,7 @@ class _SourceError(Exception):
     """The source failed while it was read: `__cause__` says how."""
 
 
-def _copy_source(fd: int, source: Source) -> None:
+def _copy_source(fd: int, source: "Source") -> None:
     """Write every byte of `source` to `fd`.  An exception raised by the
     source itself is wrapped in _SourceError; OSError from writing is not."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -163,7 +162,7 @@ def _copy_source(fd: int, source: Source) -> None:
 
 def _remove_quietly(path: str) -> None:
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except OSError:
         pass
 
@@ -175,8 +174,8 @@ class Staged:
 
     __slots__ = ("temp", "final", "synced", "fd")
 
-    def __init__(self, temp: str | None, final: str, synced: bool,
-                 fd: int | None = None) -> None:
+    def __init__(self, temp: "str | None", final: str, synced: bool,
+                 fd: "int | None" = None) -> None:
         self.temp = temp      # the temporary file, complete; None: unnamed
         self.final = final    # the name publish() gives it
         self.synced = synced  # fsynced already (else a Batch syncs it)
@@ -186,17 +185,17 @@ class Staged:
 # Unnamed files (O_TMPFILE, Linux): nothing in tmp/ to remove afterwards,
 # nothing left there when the process is killed.  publish() links them in
 # through /proc/self/fd.
-_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
-_UNNAMED_FLAGS = os.O_RDWR | _O_TMPFILE | getattr(os, "O_CLOEXEC", 0)
+_O_TMPFILE = getattr(posix, "O_TMPFILE", 0)
+_UNNAMED_FLAGS = posix.O_RDWR | _O_TMPFILE | getattr(posix, "O_CLOEXEC", 0)
 # open(2) says so where a kernel or file system cannot make unnamed files.
 _NO_UNNAMED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL)
-_no_unnamed: set[str] = set()  # directories where O_TMPFILE was refused
-_proc_fds: int | None = None  # /proc/self/fd, opened once; -1: not there
+_no_unnamed: "set[str]" = set()  # directories where O_TMPFILE was refused
+_proc_fds: "int | None" = None  # /proc/self/fd, opened once; -1: not there
 # Unnamed files open now (set.add and set.discard are atomic, so threads
 # may publish while another stages), and how many may be: the limit of
 # open files less a reserve, so that named files can still be opened.
-_unnamed_fds: set[int] = set()
-_unnamed_budget: int | None = None
+_unnamed_fds: "set[int]" = set()
+_unnamed_budget: "int | None" = None
 UNNAMED_RESERVE = 64  # descriptors left for everything else, at least
 
 
@@ -212,24 +211,24 @@ def _budget() -> int:
     return _unnamed_budget
 
 
-def _proc_fd_dir() -> int | None:
+def _proc_fd_dir() -> "int | None":
     global _proc_fds
     if _proc_fds is None:
         try:
-            _proc_fds = os.open("/proc/self/fd", _DIR_FLAGS)
+            _proc_fds = posix.open("/proc/self/fd", _DIR_FLAGS)
         except OSError:
             _proc_fds = -1
     return None if _proc_fds < 0 else _proc_fds
 
 
-def _open_unnamed(directory: str, mode: int) -> int | None:
+def _open_unnamed(directory: str, mode: int) -> "int | None":
     """A new unnamed file in `directory`, or None where there cannot be
     one (then a named temporary file does)."""
     if (not _O_TMPFILE or directory in _no_unnamed or _proc_fd_dir() is None
             or len(_unnamed_fds) >= _budget()):
         return None
     try:
-        fd = os.open(directory, _UNNAMED_FLAGS, mode)
+        fd = posix.open(directory, _UNNAMED_FLAGS, mode)
     except OSError as exc:
         if exc.errno in _NO_UNNAMED:
             _no_unnamed.add(directory)
@@ -240,7 +239,7 @@ def _open_unnamed(directory: str, mode: int) -> int | None:
 
 def _close_unnamed(fd: int) -> None:
     _unnamed_fds.discard(fd)
-    os.close(fd)
+    posix.close(fd)
 
 
 def _check_names(name: str, source: object, tmp_prefix: str) -> None:
@@ -252,10 +251,10 @@ def _check_names(name: str, source: object, tmp_prefix: str) -> None:
         raise ValueError(f"tmp_prefix must not contain '/' or NUL: {tmp_prefix!r}")
 
 
-def stage(directory: str, name: str, source: Source, *,
-          tmp_dir: str | None = None, tmp_prefix: str = ".tmp.",
-          mode: int = 0o600, mtime: float | None = None, sync: bool = True,
-          unnamed: bool = False) -> Staged:
+def stage(directory: str, name: str, source: "Source", *,
+          tmp_dir: "str | None" = None, tmp_prefix: str = ".tmp.",
+          mode: int = 0o600, mtime: "float | None" = None, sync: bool = True,
+          unnamed: bool = False) -> "Staged":
     """Write all of `source` to a fresh temporary file for `directory`/`name`.
 
     The file is made in `tmp_dir` (same file system as `directory`) or
@@ -267,7 +266,7 @@ def stage(directory: str, name: str, source: Source, *,
     temporary file.
     """
     _check_names(name, source, tmp_prefix)
-    final = os.path.join(directory, name)
+    final = paths.join(directory, name)
     temp_dir = directory if tmp_dir is None else tmp_dir
     fd = _open_unnamed(temp_dir, mode) if unnamed else None
     if fd is None:
@@ -279,18 +278,18 @@ def stage(directory: str, name: str, source: Source, *,
         try:
             _copy_source(fd, source)
             if mtime is not None:
-                os.utime(fd, (mtime, mtime))
+                posix.utime(fd, (mtime, mtime))
             if sync:
-                os.fsync(fd)
+                posix.fsync(fd)
         finally:
             if temp is not None:
                 closed = True
-                os.close(fd)  # close(2) can report a delayed write error (NFS)
+                posix.close(fd)  # close(2) can report a delayed write error (NFS)
     except BaseException as exc:
         if temp is None:
             _close_unnamed(fd)
         elif not closed:
-            os.close(fd)
+            posix.close(fd)
         if temp is not None:
             _remove_quietly(temp)
         if isinstance(exc, _SourceError):
@@ -303,15 +302,15 @@ def stage(directory: str, name: str, source: Source, *,
     return Staged(temp, final, sync, fd if temp is None else None)
 
 
-def reopen(staged: Staged):
+def reopen(staged: "Staged"):
     """A binary file object reading the staged file from its start."""
     if staged.fd is not None:
-        return os.fdopen(os.open(str(staged.fd), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0),
+        return open(posix.open(str(staged.fd), posix.O_RDONLY | getattr(posix, "O_CLOEXEC", 0),
                                  dir_fd=_proc_fd_dir()), "rb")
     return open(staged.temp, "rb")  # noqa: SIM115 - the caller closes it
 
 
-def publish(staged: Staged, *, overwrite: bool = False) -> str:
+def publish(staged: "Staged", *, overwrite: bool = False) -> str:
     """Give the staged file its final name; return that path.
 
     link(2), which never replaces anything (FileExistsError, unchanged, if
@@ -327,9 +326,9 @@ def publish(staged: Staged, *, overwrite: bool = False) -> str:
     temp, final = staged.temp, staged.final
     try:
         if overwrite:
-            os.rename(temp, final)
+            posix.rename(temp, final)
         else:
-            os.link(temp, final)
+            posix.link(temp, final)
     except FileExistsError:
         _remove_quietly(temp)
         raise
@@ -346,14 +345,14 @@ def publish(staged: Staged, *, overwrite: bool = False) -> str:
     return final
 
 
-def _link_unnamed(staged: Staged, overwrite: bool) -> str:
+def _link_unnamed(staged: "Staged", overwrite: bool) -> str:
     """publish() of an unnamed file: linkat(2) through /proc/self/fd."""
     if overwrite:
         raise ValueError("an unnamed file cannot replace another")
     fd, final = staged.fd, staged.final
     staged.fd = None
     try:
-        os.link(str(fd), final, src_dir_fd=_proc_fd_dir(), follow_symlinks=True)
+        posix.link(str(fd), final, src_dir_fd=_proc_fd_dir(), follow_symlinks=True)
     except FileExistsError:
         raise
     except OSError as exc:
@@ -363,7 +362,7 @@ def _link_unnamed(staged: Staged, overwrite: bool) -> str:
     return final
 
 
-def abandon(staged: Staged) -> None:
+def abandon(staged: "Staged") -> None:
     """Remove a staged file that will not be published; never raises."""
     if staged.fd is not None:
         fd, staged.fd = staged.fd, None
@@ -391,7 +390,7 @@ SYNCFS_MIN_LINUX = (5, 8)  # syncfs(2) returns write-back errors since 5.8
 _syncfs_function: object = None  # libc's syncfs, once looked up; False: none
 
 
-def linux_version(release: str) -> tuple[int, int] | None:
+def linux_version(release: str) -> "tuple[int, int] | None":
     """(major, minor) of a Linux release string such as "6.1.0-18-amd64"."""
     parts = release.split(".")
     try:
@@ -400,32 +399,32 @@ def linux_version(release: str) -> tuple[int, int] | None:
         return None
 
 
-def syncfs_suffices(fs_type: str | None, system: str, release: str,
-                    trusted: frozenset = SYNCFS_FILE_SYSTEMS) -> bool:
+def syncfs_suffices(fs_type: "str | None", system: str, release: str,
+                    trusted: "frozenset" = SYNCFS_FILE_SYSTEMS) -> bool:
     """True if one syncfs(2) makes every staged file on a file system of
     `fs_type` as durable as an fsync(2) of each would, with errors
-    reported, on this `system` (os.uname().sysname) and `release`."""
+    reported, on this `system` (posix.uname().sysname) and `release`."""
     if system != "Linux" or fs_type not in trusted:
         return False
     version = linux_version(release)
     return version is not None and version >= SYNCFS_MIN_LINUX
 
 
-def file_system_type(path: str) -> str | None:
+def file_system_type(path: str) -> "str | None":
     """The type (ext4, xfs, fuse.sshfs...) of the mounted file system
     holding `path`, from /proc/self/mountinfo; None if unknown."""
     try:
-        dev = os.stat(path).st_dev
+        dev = posix.stat(path).st_dev
         with open("/proc/self/mountinfo", "rb") as f:
             lines = f.read().split(b"\n")
     except OSError:
         return None
-    want = f"{os.major(dev)}:{os.minor(dev)}".encode()
+    want = f"{posix.major(dev)}:{posix.minor(dev)}".encode()
     for line in lines:
         fields = line.split(b" ")
         if len(fields) > 4 and fields[2] == want and b"-" in fields[6:]:
             rest = fields[fields.index(b"-", 6) + 1:]
-            return os.fsdecode(rest[0]) if rest else None
+            return paths.fsdecode(rest[0]) if rest else None
     return None
 
 
@@ -449,16 +448,16 @@ def syncfs(directory: str) -> None:
     if function is None:
         raise IOFailure(f"cannot sync the file system of {directory}: no syncfs(2)")
     try:
-        fd = os.open(directory, _DIR_FLAGS)
+        fd = posix.open(directory, _DIR_FLAGS)
     except OSError as exc:
         raise _failure("open directory", directory, exc) from exc
     try:
         if function(fd) != 0:
             number = ctypes.get_errno()
             raise IOFailure(f"cannot sync the file system of {directory}: "
-                            f"{os.strerror(number)}")
+                            f"{posix.strerror(number)}")
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 class Batch:
@@ -474,27 +473,27 @@ class Batch:
     `trusted`: the file system types syncfs is used on.
     """
 
-    def __init__(self, trusted: frozenset = SYNCFS_FILE_SYSTEMS) -> None:
+    def __init__(self, trusted: "frozenset" = SYNCFS_FILE_SYSTEMS) -> None:
         self.trusted = trusted
         self._device_of: dict[str, int | None] = {}  # temp dir -> st_dev to syncfs, or None
         self._waiting: dict[int, str] = {}  # st_dev -> a directory on it
         self._unsynced: list[Staged] = []
 
-    def _syncfs_device(self, directory: str) -> int | None:
+    def _syncfs_device(self, directory: str) -> "int | None":
         if directory not in self._device_of:
-            uname = os.uname()
+            uname = posix.uname()
             device = None
             if (syncfs_suffices(file_system_type(directory), uname.sysname, uname.release,
                                 self.trusted) and _libc_syncfs() is not None):
                 try:
-                    device = os.stat(directory).st_dev
+                    device = posix.stat(directory).st_dev
                 except OSError:
                     device = None
             self._device_of[directory] = device
         return self._device_of[directory]
 
-    def stage(self, directory: str, name: str, source: Source, *,
-              tmp_dir: str | None = None, **options) -> Staged:
+    def stage(self, directory: str, name: str, source: "Source", *,
+              tmp_dir: "str | None" = None, **options) -> "Staged":
         """durable.stage(), fsynced now only where sync() cannot do it."""
         where = directory if tmp_dir is None else tmp_dir
         device = self._syncfs_device(where)
@@ -515,9 +514,9 @@ class Batch:
         self._unsynced.clear()
 
 
-def write_durably(directory: str, name: str, source: Source, *,
-                  tmp_dir: str | None = None, tmp_prefix: str = ".tmp.",
-                  mode: int = 0o600, mtime: float | None = None,
+def write_durably(directory: str, name: str, source: "Source", *,
+                  tmp_dir: "str | None" = None, tmp_prefix: str = ".tmp.",
+                  mode: int = 0o600, mtime: "float | None" = None,
                   overwrite: bool = False, sync_directory: bool = True) -> str:
     """Write `source` durably to `directory`/`name`; return that path.
 
@@ -556,5 +555,5 @@ def write_file_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
     and after a crash one of the two is there.  The temporary file lives
     beside `path` (`.tmp.` prefix).  Raises IOFailure (one line).
     """
-    directory, name = os.path.split(path)
+    directory, name = paths.split(path)
     write_durably(directory or ".", name, data, mode=mode, overwrite=True)

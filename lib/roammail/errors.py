@@ -5,8 +5,6 @@ the one place that turns them into a one-line message and an exit status.
 Library code raises, it never prints or exits.
 """
 
-from __future__ import annotations
-
 # sysexits(3) codes, used where the original tool defines none.
 EX_OK = 0
 EX_USAGE = 64        # bad command line

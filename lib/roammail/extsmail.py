@@ -16,13 +16,10 @@ $XDG_CONFIG_HOME/roammail/extsmail.conf, else /etc/extsmail/conf.
 # or anything else heavy.  It parses no options (a lone --help excepted):
 # every argument belongs to the sendmail command line.
 
-from __future__ import annotations
-
-import os
 import sys
 
-from . import config, locations, spool
-from .cli import guarded
+from . import config, locations, paths, spool
+from .cli import exit_at_once, guarded
 from .errors import ConfigError, IOFailure
 
 TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
@@ -32,36 +29,43 @@ if TYPE_CHECKING:
 TOOL = "extsmail"
 
 
-def load_conf() -> config.ExtsmailConf:
+def load_conf() -> "config.ExtsmailConf":
     """The first conf file that exists, parsed; ConfigError when none does."""
-    paths = locations.extsmail_conf_candidates()
-    path = locations.first_existing(paths)
+    candidates = locations.extsmail_conf_candidates()
+    path = locations.first_existing(candidates)
     if path is None:
-        raise ConfigError(paths[0], 0, "no configuration file (also looked for "
-                          + ", ".join(paths[1:]) + ")")
+        raise ConfigError(candidates[0], 0, "no configuration file (also looked for "
+                          + ", ".join(candidates[1:]) + ")")
     return config.parse_extsmail_conf(config.read_config_file(path), path)
 
 
-def standard_input() -> BinaryIO:
+def standard_input() -> "BinaryIO":
     """The message source; IOFailure when file descriptor 0 is closed."""
     if sys.stdin is None:  # Python's way of saying fd 0 was not open
         raise IOFailure("cannot read the message: standard input is closed")
     return sys.stdin.buffer
 
 
-def run(args: list[bytes], message: BinaryIO) -> int:
+def run(args: "list[bytes]", message: "BinaryIO") -> int:
     conf = load_conf()
     spool.enqueue(locations.expand_home(conf.spool_dir), args, message)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: "list[str] | None" = None) -> int:
+    """The program (argv None: sys.argv, and the process ends here, at once,
+    when the message is spooled or refused) or a call (argv given: the
+    status is returned)."""
     words = sys.argv[1:] if argv is None else argv
     if words == ["--help"]:
         sys.stdout.write(__doc__.split("\n", 2)[2])
-        return 0
-    args = [os.fsencode(word) for word in words]
-    return guarded(TOOL, lambda: run(args, standard_input()))
+        status = 0
+    else:
+        args = [paths.fsencode(word) for word in words]
+        status = guarded(TOOL, lambda: run(args, standard_input()))
+    if argv is None:
+        exit_at_once(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -7,18 +7,18 @@ alone; HOME is what a user and a test expect to control), else the
 password entry's home directory.  Nothing here opens or parses a file.
 """
 
-from __future__ import annotations
+import posix
 
-import os
+from . import paths
 
 
 def home() -> str:
-    value = os.environ.get("HOME", "")
+    value = paths.getenv("HOME", "")
     if value.startswith("/"):
         return value
     import pwd
 
-    return pwd.getpwuid(os.getuid()).pw_dir
+    return pwd.getpwuid(posix.getuid()).pw_dir
 
 
 def expand_home(path: str) -> str:
@@ -26,34 +26,34 @@ def expand_home(path: str) -> str:
     if path == "~":
         return home()
     if path.startswith("~/"):
-        return os.path.join(home(), path[2:])
+        return paths.join(home(), path[2:])
     return path
 
 
 def xdg_config_home() -> str:
-    value = os.environ.get("XDG_CONFIG_HOME", "")
-    return value if value.startswith("/") else os.path.join(home(), ".config")
+    value = paths.getenv("XDG_CONFIG_HOME", "")
+    return value if value.startswith("/") else paths.join(home(), ".config")
 
 
-def candidates(original: str, xdg_name: str, system: str | None) -> list[str]:
+def candidates(original: str, xdg_name: str, system: "str | None") -> "list[str]":
     """The places to look for one file, in order."""
-    found = [expand_home(original), os.path.join(xdg_config_home(), "roammail", xdg_name)]
+    found = [expand_home(original), paths.join(xdg_config_home(), "roammail", xdg_name)]
     if system:
         found.append(system)
     return found
 
 
-def first_existing(paths: list[str]) -> str | None:
-    for path in paths:
-        if os.path.exists(path):
+def first_existing(candidates: "list[str]") -> "str | None":
+    for path in candidates:
+        if paths.exists(path):
             return path
     return None
 
 
-def extsmail_conf_candidates() -> list[str]:
+def extsmail_conf_candidates() -> "list[str]":
     return candidates("~/.extsmail/conf", "extsmail.conf", "/etc/extsmail/conf")
 
 
-def extsmail_externals_candidates() -> list[str]:
+def extsmail_externals_candidates() -> "list[str]":
     return candidates("~/.extsmail/externals", "extsmail.externals",
                       "/etc/extsmail/externals")

@@ -13,14 +13,12 @@ Maildir++ folders: "INBOX" is the base maildir itself; folder "foo.bar" is
 the maildir base/.foo.bar ("." is the hierarchy separator).
 """
 
-from __future__ import annotations
-
 import errno
-import itertools
-import os
+import posix
 import stat
 import time
 
+from . import paths
 from .durable import fsync_dir, write_durably
 from .errors import DataError, IOFailure
 
@@ -38,10 +36,10 @@ NAME_MAX_BYTES = 255
 
 # Delivery counter for unique_name (the "Q" part): distinguishes two names
 # made by one process in the same microsecond.
-_delivery_counter = itertools.count(1)
+_deliveries = [0]  # names made by this process (a list: no itertools to import)
 
 
-def _control_character(text: str) -> str | None:
+def _control_character(text: str) -> "str | None":
     """The first C0/C1 control character (NUL and newline included) or DEL
     in `text`, or None."""
     if text.isascii() and text.isprintable():
@@ -53,17 +51,17 @@ def _control_character(text: str) -> str | None:
     return None
 
 
-def _encoded_length(text: str) -> int | None:
+def _encoded_length(text: str) -> "int | None":
     """Length of `text` in bytes on the file system, None if not encodable."""
     try:
-        return len(os.fsencode(text))
+        return len(paths.fsencode(text))
     except UnicodeError:
         return None
 
 
 # ------------------------------------------------------------------ folders
 
-def _folder_problem(name: str) -> str | None:
+def _folder_problem(name: str) -> "str | None":
     """Why `name` cannot be a Maildir++ folder name, or None if it can."""
     if not name:
         return "empty folder name"
@@ -90,18 +88,18 @@ def folder_to_path(base: str, name: str) -> str:
     problem = _folder_problem(name)
     if problem is not None:
         raise DataError(f"{problem}: {name!r}")
-    return os.path.join(base, "." + name)
+    return paths.join(base, "." + name)
 
 
 def path_to_folder(base: str, path: str) -> str:
     """The Maildir++ folder name of `path` under `base` (the inverse of
     folder_to_path).  Symlinks are not resolved: `path` must be `base` or a
     `.NAME` entry directly in it.  Raises DataError otherwise."""
-    base_abs = os.path.normpath(os.path.abspath(base))
-    path_abs = os.path.normpath(os.path.abspath(path))
+    base_abs = paths.normpath(paths.abspath(base))
+    path_abs = paths.normpath(paths.abspath(path))
     if path_abs == base_abs:
         return INBOX
-    parent, leaf = os.path.split(path_abs)
+    parent, leaf = paths.split(path_abs)
     if parent == base_abs and leaf.startswith("."):
         name = leaf[1:]
         if name != INBOX and _folder_problem(name) is None:
@@ -112,16 +110,16 @@ def path_to_folder(base: str, path: str) -> str:
 def is_maildir(path: str) -> bool:
     """True if `path` is a directory with cur/, new/ and tmp/ (following
     symlinks)."""
-    return all(os.path.isdir(os.path.join(path, sub)) for sub in SUBDIRS)
+    return all(paths.isdir(paths.join(path, sub)) for sub in SUBDIRS)
 
 
-def list_folders(base: str) -> list[str]:
+def list_folders(base: str) -> "list[str]":
     """The Maildir++ folders under `base`: "INBOX" first if `base` is a
     maildir, then, sorted, every `.NAME` entry that is a maildir (symlinked
     folders followed) and whose NAME is a valid folder name.
     Raises IOFailure if `base` cannot be listed."""
     try:
-        leaves = os.listdir(base)
+        leaves = posix.listdir(base)
     except OSError as exc:
         raise IOFailure(f"cannot list {base}: {exc.strerror}") from exc
     folders = [INBOX] if is_maildir(base) else []
@@ -131,7 +129,7 @@ def list_folders(base: str) -> list[str]:
         name = leaf[1:]
         if name == INBOX or _folder_problem(name) is not None:
             continue
-        if is_maildir(os.path.join(base, leaf)):
+        if is_maildir(paths.join(base, leaf)):
             folders.append(name)
     return folders
 
@@ -141,37 +139,38 @@ def make_maildir(path: str, mode: int = 0o700) -> None:
     new/ and tmp/, each with `mode` (less the umask); fsync what was
     created.  Does nothing to what exists already.  Raises IOFailure."""
     missing = []
-    top = os.path.abspath(path)
-    while not os.path.lexists(top):
+    top = paths.abspath(path)
+    while not paths.lexists(top):
         missing.append(top)
-        parent = os.path.dirname(top)
+        parent = paths.dirname(top)
         if parent == top:
             break
         top = parent
-    wanted = list(reversed(missing)) + [os.path.join(path, sub) for sub in ("tmp", "new", "cur")]
+    wanted = list(reversed(missing)) + [paths.join(path, sub) for sub in ("tmp", "new", "cur")]
     for directory in wanted:
         try:
-            os.mkdir(directory, mode)
+            posix.mkdir(directory, mode)
         except FileExistsError:
-            if not os.path.isdir(directory):
+            if not paths.isdir(directory):
                 raise IOFailure(f"cannot make maildir {path}: {directory} exists "
                                 "and is not a directory") from None
             continue
         except OSError as exc:
             raise IOFailure(f"cannot make directory {directory}: {exc.strerror}") from exc
-        fsync_dir(os.path.dirname(os.path.abspath(directory)))
+        fsync_dir(paths.dirname(paths.abspath(directory)))
 
 
 # ------------------------------------------------------------ message names
 
-def unique_name(hostname: str | None = None) -> str:
+def unique_name(hostname: "str | None" = None) -> str:
     """A new maildir message name: `<sec>.M<usec>P<pid>Q<n>R<hex>.<host>`,
     with "/" and ":" in the host written as \\057 and \\072."""
     now_ns = time.time_ns()
-    host = os.uname().nodename if hostname is None else hostname
+    _deliveries[0] += 1
+    host = posix.uname().nodename if hostname is None else hostname
     host = host.replace("/", "\\057").replace(":", "\\072")
     return (f"{now_ns // 1_000_000_000}.M{now_ns // 1000 % 1_000_000}"
-            f"P{os.getpid()}Q{next(_delivery_counter)}R{os.urandom(8).hex()}.{host}")
+            f"P{posix.getpid()}Q{_deliveries[0]}R{posix.urandom(8).hex()}.{host}")
 
 
 def check_message_name(name: str) -> None:
@@ -201,8 +200,8 @@ def base_name(name: str) -> str:
 
 # ----------------------------------------------------------------- delivery
 
-def deliver(maildir: str, source: Source, *, name: str | None = None,
-            subdir: str = "new", mtime: float | None = None,
+def deliver(maildir: str, source: "Source", *, name: "str | None" = None,
+            subdir: str = "new", mtime: "float | None" = None,
             sync_directory: bool = True) -> str:
     """Deliver `source` (bytes, binary file or iterable of bytes) durably
     into `maildir`/`subdir` ("new" or "cur") under `name` (a new
@@ -219,13 +218,13 @@ def deliver(maildir: str, source: Source, *, name: str | None = None,
     if name is None:
         name = unique_name()
     check_message_name(name)
-    return write_durably(os.path.join(maildir, subdir), name, source,
-                         tmp_dir=os.path.join(maildir, "tmp"), mode=0o600,
+    return write_durably(paths.join(maildir, subdir), name, source,
+                         tmp_dir=paths.join(maildir, "tmp"), mode=0o600,
                          mtime=mtime, overwrite=False, sync_directory=sync_directory)
 
 
-def stage(batch: Batch, maildir: str, source: Source, *, name: str,
-          subdir: str = "new", mtime: float | None = None) -> Staged:
+def stage(batch: "Batch", maildir: str, source: "Source", *, name: str,
+          subdir: str = "new", mtime: "float | None" = None) -> "Staged":
     """deliver() in steps, for many messages at once: write `source` in
     `maildir`/tmp for `maildir`/`subdir`/`name` through `batch`
     (durable.Batch); after batch.sync(), durable.publish() links it into
@@ -234,8 +233,8 @@ def stage(batch: Batch, maildir: str, source: Source, *, name: str,
     if subdir not in ("new", "cur"):
         raise ValueError(f"subdir must be 'new' or 'cur', not {subdir!r}")
     check_message_name(name)
-    return batch.stage(os.path.join(maildir, subdir), name, source,
-                       tmp_dir=os.path.join(maildir, "tmp"), mode=0o600, mtime=mtime)
+    return batch.stage(paths.join(maildir, subdir), name, source,
+                       tmp_dir=paths.join(maildir, "tmp"), mode=0o600, mtime=mtime)
 
 
 def message_exists(maildir: str, name: str) -> bool:
@@ -247,12 +246,12 @@ def message_exists(maildir: str, name: str) -> bool:
     unique = base_name(name)
     for sub in ("new", "cur"):
         for candidate in {name, unique}:
-            if os.path.lexists(os.path.join(maildir, sub, candidate)):
+            if paths.lexists(paths.join(maildir, sub, candidate)):
                 return True
-    cur = os.path.join(maildir, "cur")
+    cur = paths.join(maildir, "cur")
     prefix = unique + ":"
     try:
-        with os.scandir(cur) as entries:
+        with posix.scandir(cur) as entries:
             return any(entry.name.startswith(prefix) for entry in entries)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
@@ -269,7 +268,7 @@ class Refusal(str):
         return False
 
 
-def is_safe_message(dirpath: str, name: str) -> Union[Literal[True], Refusal]:
+def is_safe_message(dirpath: str, name: str) -> "Union[Literal[True], Refusal]":
     """True if `dirpath`/`name` may be read as a message: a good name (see
     check_message_name) for a regular file, not a symlink (lstat, never
     followed), device, FIFO, socket or directory.  Otherwise a Refusal:
@@ -279,9 +278,9 @@ def is_safe_message(dirpath: str, name: str) -> Union[Literal[True], Refusal]:
         check_message_name(name)
     except DataError as exc:
         return Refusal(str(exc))
-    path = os.path.join(dirpath, name)
+    path = paths.join(dirpath, name)
     try:
-        info = os.lstat(path)
+        info = posix.lstat(path)
     except FileNotFoundError:
         return Refusal(f"no such file: {path}")
     except OSError as exc:

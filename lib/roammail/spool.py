@@ -26,13 +26,11 @@ Contracts:
 This module must stay cheap to import: extsmail imports it for every mail.
 """
 
-from __future__ import annotations
-
 import errno
-import fcntl
-import os
+import posix
 import stat
 
+from . import paths
 from .durable import fsync_dir, write_durably
 from .errors import EX_CANTCREAT, DataError, IOFailure, RoammailError
 from .maildir import unique_name
@@ -59,7 +57,7 @@ class SpoolError(RoammailError):
     exit_code = EX_CANTCREAT  # the message cannot be queued
 
 
-def encode_header(args: list[bytes]) -> bytes:
+def encode_header(args: "list[bytes]") -> bytes:
     """The v1 header for `args`, exactly as the C extsmail writes it."""
     parts = [VERSION_LINE, b"%d\n" % len(args)]
     for arg in args:
@@ -74,14 +72,14 @@ def check_spool_dir(spool_dir: str, create: bool = False) -> None:
     the C extsmail does.
     """
     try:
-        st = os.stat(spool_dir)
+        st = posix.stat(spool_dir)
     except FileNotFoundError:
         if not create:
             raise SpoolError(f"spool directory {spool_dir} does not exist") from None
         try:
-            os.mkdir(spool_dir, 0o700)
-            fsync_dir(os.path.dirname(os.path.abspath(spool_dir)))
-            st = os.stat(spool_dir)
+            posix.mkdir(spool_dir, 0o700)
+            fsync_dir(paths.dirname(paths.abspath(spool_dir)))
+            st = posix.stat(spool_dir)
         except OSError as exc:
             raise SpoolError(f"cannot create spool directory {spool_dir}: "
                              f"{exc.strerror}") from None
@@ -89,28 +87,28 @@ def check_spool_dir(spool_dir: str, create: bool = False) -> None:
         raise SpoolError(f"spool directory {spool_dir}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise SpoolError(f"spool directory {spool_dir} is not a directory")
-    if st.st_uid != os.geteuid():
-        raise SpoolError(f"spool directory {spool_dir} is not owned by uid {os.geteuid()}")
+    if st.st_uid != posix.geteuid():
+        raise SpoolError(f"spool directory {spool_dir} is not owned by uid {posix.geteuid()}")
     if stat.S_IMODE(st.st_mode) & 0o777 != 0o700:
         raise SpoolError(f"spool directory {spool_dir} must have mode 0700, "
                          f"not {stat.S_IMODE(st.st_mode):04o}")
 
 
 def _subdir(spool_dir: str, name: str) -> str:
-    path = os.path.join(spool_dir, name)
+    path = paths.join(spool_dir, name)
     try:
-        os.mkdir(path, 0o700)
+        posix.mkdir(path, 0o700)
         fsync_dir(spool_dir)
     except FileExistsError:
         pass
     except OSError as exc:
         raise SpoolError(f"cannot create {path}: {exc.strerror}") from None
-    if not os.path.isdir(path) or os.path.islink(path):
+    if not paths.isdir(path) or paths.islink(path):
         raise SpoolError(f"{path} is not a directory")
     return path
 
 
-def _chunks(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
+def _chunks(first: bytes, stream: "BinaryIO") -> "Iterator[bytes]":
     yield first
     while True:
         try:
@@ -122,7 +120,7 @@ def _chunks(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def enqueue(spool_dir: str, args: list[bytes], message: BinaryIO) -> str | None:
+def enqueue(spool_dir: str, args: "list[bytes]", message: "BinaryIO") -> "str | None":
     """Queue `message` (read to EOF) with `args`; return the msgs/ path.
 
     Returns None, queueing nothing, when the message is empty.  Raises
@@ -157,10 +155,10 @@ class QueuedMessage:
     Use as a context manager: leaving it releases the lock.
     """
 
-    def __init__(self, path: str, fd: int, args: list[bytes], body_offset: int,
+    def __init__(self, path: str, fd: int, args: "list[bytes]", body_offset: int,
                  size: int, mtime: float) -> None:
         self.path = path
-        self.name = os.path.basename(path)
+        self.name = paths.basename(path)
         self.fd = fd
         self.args = args
         self.body_offset = body_offset
@@ -168,10 +166,10 @@ class QueuedMessage:
         self.mtime = mtime
         self._file: BinaryIO | None = None
 
-    def stream(self) -> BinaryIO:
+    def stream(self) -> "BinaryIO":
         """The message bytes (without the v1 header), from the start."""
         if self._file is None:
-            self._file = os.fdopen(os.dup(self.fd), "rb")
+            self._file = open(posix.dup(self.fd), "rb")
         self._file.seek(self.body_offset)
         return self._file
 
@@ -183,22 +181,22 @@ class QueuedMessage:
             self._file.close()
             self._file = None
         if self.fd >= 0:
-            os.close(self.fd)  # releases the flock
+            posix.close(self.fd)  # releases the flock
             self.fd = -1
 
-    def __enter__(self) -> QueuedMessage:
+    def __enter__(self) -> "QueuedMessage":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def parse_header(data: bytes, path: str) -> tuple[list[bytes], int]:
+def parse_header(data: bytes, path: str) -> "tuple[list[bytes], int]":
     """Parse a v1 header from the start of `data`: (args, body offset).
 
     Raises DataError naming `path` when the header is not v1 or is cut.
     """
-    def bad(why: str) -> DataError:
+    def bad(why: str) -> "DataError":
         return DataError(f"corrupt spool file {path}: {why}")
 
     if not data.startswith(VERSION_LINE):
@@ -228,20 +226,20 @@ def parse_header(data: bytes, path: str) -> tuple[list[bytes], int]:
     return args, pos
 
 
-def read_header(fd: int, size: int, path: str) -> tuple[list[bytes], int]:
+def read_header(fd: int, size: int, path: str) -> "tuple[list[bytes], int]":
     """parse_header of the file `fd` (`size` bytes long), reading no more of
     it than the header needs: a little first, more only when it is cut."""
     want = min(size, CHUNK)
     while True:
         try:
-            return parse_header(os.pread(fd, want, 0), path)
+            return parse_header(posix.pread(fd, want, 0), path)
         except DataError:
             if want >= min(size, MAX_HEADER):
                 raise
             want = min(size, MAX_HEADER, want * 16)
 
 
-def open_message(path: str) -> QueuedMessage | None:
+def open_message(path: str) -> "QueuedMessage | None":
     """Open and lock a queued message for delivery.
 
     Returns None when the message is gone, locked by another process (a
@@ -250,51 +248,53 @@ def open_message(path: str) -> QueuedMessage | None:
     file is left in place, and unlocked).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise DataError(f"cannot open spool file {path}: {exc.strerror}") from None
     try:
         try:
+            import fcntl  # not for enqueue: only for the holders of messages
+
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                os.close(fd)
+                posix.close(fd)
                 return None
             raise
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         # Delivered and unlinked by another process between our open and
         # our lock: the name is gone or names another file now.
         try:
-            now = os.lstat(path)
+            now = posix.lstat(path)
         except FileNotFoundError:
-            os.close(fd)
+            posix.close(fd)
             return None
         if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
-            os.close(fd)
+            posix.close(fd)
             return None
         if not stat.S_ISREG(st.st_mode):
             raise DataError(f"spool file {path} is not a regular file")
         if st.st_size == 0:
-            os.close(fd)
+            posix.close(fd)
             return None
         args, offset = read_header(fd, st.st_size, path)
         return QueuedMessage(path, fd, args, offset, st.st_size, st.st_mtime)
     except BaseException:
         try:
-            os.close(fd)
+            posix.close(fd)
         except OSError:
             pass
         raise
 
 
-def list_messages(spool_dir: str) -> list[str]:
+def list_messages(spool_dir: str) -> "list[str]":
     """Paths of the files in msgs/, oldest first (by mtime, then name)."""
-    msgs = os.path.join(spool_dir, MSGS)
+    msgs = paths.join(spool_dir, MSGS)
     entries = []
     try:
-        with os.scandir(msgs) as it:
+        with posix.scandir(msgs) as it:
             for entry in it:
                 if entry.name.startswith("."):
                     continue
@@ -307,10 +307,10 @@ def list_messages(spool_dir: str) -> list[str]:
         return []
     except OSError as exc:
         raise SpoolError(f"cannot list {msgs}: {exc.strerror}") from None
-    return [os.path.join(msgs, name) for _, name in sorted(entries)]
+    return [paths.join(msgs, name) for _, name in sorted(entries)]
 
 
-def remove(message: QueuedMessage) -> None:
+def remove(message: "QueuedMessage") -> None:
     """Unlink a delivered message (its lock held).
 
     Not fsynced here: after a crash an unlinked message may come back and
@@ -318,7 +318,7 @@ def remove(message: QueuedMessage) -> None:
     once per cycle (`sync_removals`) instead of once per message.
     """
     try:
-        os.unlink(message.path)
+        posix.unlink(message.path)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -328,26 +328,29 @@ def remove(message: QueuedMessage) -> None:
 def sync_removals(spool_dir: str) -> None:
     """Make the removals of a delivery cycle durable (best effort)."""
     try:
-        fsync_dir(os.path.join(spool_dir, MSGS))
+        fsync_dir(paths.join(spool_dir, MSGS))
     except RoammailError:
         pass  # at worst a delivered message is sent again
 
 
-def acquire_instance_lock(spool_dir: str) -> int | None:
+def acquire_instance_lock(spool_dir: str) -> "int | None":
     """Take spool_dir/extsmaild.lock; return its fd, or None when held.
 
     The fd must stay open for as long as the lock is wanted.  The file is
     never unlinked (unlinking a lock file lets two daemons hold "it").
     """
-    path = os.path.join(spool_dir, LOCK_NAME)
+    path = paths.join(spool_dir, LOCK_NAME)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC | posix.O_NOFOLLOW,
+                        0o600)
     except OSError as exc:
         raise SpoolError(f"cannot open {path}: {exc.strerror}") from None
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        os.close(fd)
+        posix.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return None
         raise SpoolError(f"cannot lock {path}: {exc.strerror}") from None
@@ -359,21 +362,21 @@ def acquire_instance_lock(spool_dir: str) -> int | None:
 STALE_TEMPORARY_SECONDS = 36 * 3600
 
 
-def remove_stale_temporaries(spool_dir: str, now: float) -> list[str]:
+def remove_stale_temporaries(spool_dir: str, now: float) -> "list[str]":
     """Remove tmp/ files older than STALE_TEMPORARY_SECONDS; return their paths.
 
     They are what a killed extsmail left behind; never a queued message
     (those live in msgs/ only).
     """
-    tmp = os.path.join(spool_dir, TMP)
+    tmp = paths.join(spool_dir, TMP)
     removed = []
     try:
-        with os.scandir(tmp) as it:
+        with posix.scandir(tmp) as it:
             for entry in it:
                 try:
                     st = entry.stat(follow_symlinks=False)
                     if now - st.st_mtime > STALE_TEMPORARY_SECONDS:
-                        os.unlink(entry.path)
+                        posix.unlink(entry.path)
                         removed.append(entry.path)
                 except OSError:
                     continue

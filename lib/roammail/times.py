@@ -7,8 +7,6 @@ Pure functions: no clock, no I/O.  Bad input raises ValueError; callers that
 know a file and line turn it into ConfigError.
 """
 
-from __future__ import annotations
-
 # No `re` here: config imports this module, and extsmail (run for every mail
 # sent) imports config; scanning a few characters by hand costs nothing.
 

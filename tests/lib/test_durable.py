@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import posix
 import stat
 import subprocess
 import sys
@@ -112,7 +113,7 @@ def test_loops_on_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     data = bytes(range(256)) * 4
     with monkeypatch.context() as patch:
-        patch.setattr(os, "write", short_write)
+        patch.setattr(posix, "write", short_write)  # durable calls posix, not os
         write_durably(str(tmp_path), "short", [data[:500], data[500:]])
     assert (tmp_path / "short").read_bytes() == data
     assert len(calls) >= len(data) // 7
@@ -256,7 +257,7 @@ def test_fsync_failure_is_io_failure(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def broken_fsync(fd: int) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    monkeypatch.setattr(posix, "fsync", broken_fsync)  # durable calls posix, not os
     with pytest.raises(IOFailure) as caught:
         write_durably(str(tmp_path), "msg", b"data")
     assert str(caught.value) == f"cannot write {tmp_path / 'msg'}: Input/output error"

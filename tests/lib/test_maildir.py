@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posix
 import random
 import re
 import signal
@@ -330,7 +331,7 @@ def test_disk_full_delivery_leaves_nothing(maildir: Path, monkeypatch: pytest.Mo
         budget[0] -= len(data)
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", filling_write)
+    monkeypatch.setattr(posix, "write", filling_write)  # durable calls posix, not os
     with pytest.raises(IOFailure) as caught:
         deliver(str(maildir), [b"y" * 20_000] * 5, name="m1")
     assert str(caught.value) == f"cannot write {maildir / 'new' / 'm1'}: No space left on device"
