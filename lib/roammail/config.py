@@ -23,7 +23,6 @@ so `"a\\.b"` is `a.b`); TIME is `[0-9]+[dhms]` and its value is in seconds;
 """
 
 from roammail.errors import ConfigError
-from roammail.times import parse_time
 
 __all__ = [
     "ConfigError",
@@ -162,6 +161,8 @@ def tokenize(data: "bytes | str", path: str, *, numbers: bool = False) -> "list[
                 tokens.append(Token("NUMBER", int(text[i:end]), line))
                 i = end
                 continue
+            from roammail.times import parse_time  # here: most conf files have no TIME
+
             try:
                 seconds = parse_time(text[i:end])
             except ValueError as e:
