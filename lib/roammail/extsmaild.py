@@ -604,11 +604,11 @@ class Daemon:
     def run(self) -> int:
         import signal
 
-        from inotify_simple import INotify, flags
+        from .inotify import Inotify, flags
 
         msgs = os.path.join(self.settings.spool_dir, spool.MSGS)
         os.makedirs(msgs, mode=0o700, exist_ok=True)
-        inotify = INotify()
+        inotify = Inotify(nonblocking=True)
         inotify.add_watch(msgs, flags.CREATE | flags.MOVED_TO | flags.CLOSE_WRITE)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
@@ -664,7 +664,7 @@ class Daemon:
                 except BlockingIOError:
                     pass
             if inotify.fd in ready:
-                inotify.read(timeout=0)
+                inotify.drain()
                 return
 
 

@@ -1,6 +1,6 @@
 """watch.py: inotify on maildirs: which Maildir++ folder changed, and when.
 
-It owns every inotify watch put on a maildir (through inotify_simple): the
+It owns every inotify watch put on a maildir (through inotify.py): the
 mapping from an event to the folder it concerns ("INBOX" for the base,
 "foo.bar" for base/.foo.bar), the following of folders created, removed and
 renamed while it runs, the detection of a base maildir that moved away, queue
@@ -42,9 +42,8 @@ import stat
 import struct
 import time
 
-from inotify_simple import INotify, flags
-
 from .errors import DataError, RoammailError
+from .inotify import Inotify, flags
 from .maildir import INBOX, is_maildir, path_to_folder
 from .watchproto import (
     COALESCE_WINDOW,
@@ -168,10 +167,10 @@ def _limit_message(path: str, placed: int) -> str:
             f"{MAX_USER_WATCHES}{now}, e.g. sysctl {MAX_USER_WATCHES}=524288")
 
 
-def open_inotify() -> INotify:
+def open_inotify() -> Inotify:
     """A non-blocking, close-on-exec inotify instance; WatchError if none."""
     try:
-        return INotify(nonblocking=True)
+        return Inotify(nonblocking=True)
     except OSError as exc:
         if exc.errno == errno.EMFILE:
             raise WatchError(f"too many inotify instances: raise the sysctl "
@@ -187,7 +186,7 @@ class MaildirWatch:
     `read_changes()` returns the names of the folders that changed (each
     once, in the order first seen).  `inotify` is the seam for tests: an
     object with add_watch(path, mask), rm_watch(wd), fileno() and close(),
-    by default a real inotify_simple.INotify; tests hand their events to
+    by default a real inotify.Inotify; tests hand their events to
     `handle()` instead of `read_changes()`.
     """
 

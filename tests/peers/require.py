@@ -78,3 +78,13 @@ def require_user(name: str, reason: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
     except KeyError:
         _missing(f"user {name} is missing ({reason}): ./test.sh creates it")
+
+
+def require_module(name: str) -> None:
+    """Skip the test (fail in CI) unless Python module `name` imports."""
+    import importlib
+
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        _missing(f"the Python module {name} is missing: ./test.sh installs it")
