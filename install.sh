@@ -3,6 +3,7 @@
 #
 #   ./install.sh [--prefix DIR]        install or upgrade in place
 #   ./install.sh [--prefix DIR] --uninstall
+#   ./install.sh --prefix /usr --packaged --site DIR   (debian/rules)
 #
 # PREFIX defaults to ~/.local; DESTDIR is honoured for packagers (files go
 # below $DESTDIR$PREFIX, launchers point at $PREFIX).  PYTHON names the
@@ -13,6 +14,12 @@
 #
 # The lists below say once what is installed; the manifest written at the
 # end records it, and --uninstall walks the manifest.
+#
+# --packaged is for a distribution's package, whose build installs the
+# roammail module and whose dependencies provide the rest: no virtualenv,
+# no pip; the launchers run $PYTHON (an absolute path) with the module
+# directory --site; systemd user units go to lib/systemd/user; no manifest
+# (the package manager keeps the list).
 set -eu
 
 TOOLS="extsmail extsmaild watch-maildirs watch-imap inputkill socketwatch mswatch syncmail smtpdcheck"
@@ -28,11 +35,18 @@ usage() {
 Usage:
   ./install.sh [--prefix DIR]              install or upgrade roammail
   ./install.sh [--prefix DIR] --uninstall  remove what was installed
+  ./install.sh --prefix DIR --packaged --site DIR
+                                           for a distribution's package
   ./install.sh -h | --help
 
 Options:
   --prefix DIR   Where to install [default: ~/.local]; also $PREFIX.
   --uninstall    Remove exactly the files a previous install recorded.
+  --packaged     The module and its dependencies are the system's (a
+                 package installs them): write launchers, man pages,
+                 hooks, units and completions only.
+  --site DIR     With --packaged: the directory that holds the roammail
+                 module (e.g. /usr/lib/python3/dist-packages).
 
 Environment: DESTDIR (staging root for packagers), PYTHON (default python3).
 EOF
@@ -40,11 +54,16 @@ EOF
 
 prefix=${PREFIX:-}
 uninstall=no
+packaged=no
+site=""
 while [ $# -gt 0 ]; do
     case $1 in
         --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift 2 ;;
         --prefix=*) prefix=${1#--prefix=}; shift ;;
         --uninstall) uninstall=yes; shift ;;
+        --packaged) packaged=yes; shift ;;
+        --site) [ $# -ge 2 ] || die "--site needs a directory"; site=$2; shift 2 ;;
+        --site=*) site=${1#--site=}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument '$1'; see --help" ;;
     esac
@@ -87,8 +106,19 @@ command -v "$python" >/dev/null 2>&1 ||
     die "$python not found: install Python 3.9 or newer (Debian: apt-get install python3)"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
     die "$python is older than 3.9"
-"$python" -c 'import venv, ensurepip' >/dev/null 2>&1 ||
-    die "the venv module of $python is missing (Debian: apt-get install python3-venv)"
+if [ "$packaged" = yes ]; then
+    [ -n "$site" ] || die "--packaged needs --site DIR, where the roammail module is"
+    [ "$uninstall" = no ] || die "--uninstall is the package manager's job with --packaged"
+    case $python in
+        /*) ;;
+        *) python=$(command -v "$python") ;;
+    esac
+elif [ -n "$site" ]; then
+    die "--site goes with --packaged"
+else
+    "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 ||
+        die "the venv module of $python is missing (Debian: apt-get install python3-venv)"
+fi
 
 installed=""
 dirs=""
@@ -110,21 +140,30 @@ mkdirs() { # make and record each directory (and parent) this install creates
     done
 }
 
-# The private virtualenv: created once, upgraded in place on every run.
-mkdirs lib lib/roammail
-venv=$root/$venv_rel
-if [ ! -x "$venv/bin/python3" ]; then
-    "$python" -m venv "$venv" || die "cannot create the virtualenv $venv"
+if [ "$packaged" = yes ]; then
+    interpreter=$python
+    unitdir=lib/systemd/user
+else
+    # The private virtualenv: created once, upgraded in place on every run.
+    mkdirs lib lib/roammail
+    venv=$root/$venv_rel
+    if [ ! -x "$venv/bin/python3" ]; then
+        "$python" -m venv "$venv" || die "cannot create the virtualenv $venv"
+    fi
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+        --upgrade --upgrade-strategy only-if-needed "$src" ||
+        die "pip could not install roammail and its dependencies into $venv"
+    # A re-run with an unchanged version number must still replace the code.
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+        --force-reinstall --no-deps "$src" ||
+        die "pip could not reinstall roammail into $venv"
+    pyver=$("$venv/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    site=$prefix/$venv_rel/lib/python$pyver/site-packages
+    interpreter=$prefix/$venv_rel/bin/python3
+    # share/systemd/user: in systemd's user unit path both for
+    # ~/.local ($XDG_DATA_HOME) and for /usr and /usr/local.
+    unitdir=share/systemd/user
 fi
-"$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
-    --upgrade --upgrade-strategy only-if-needed "$src" ||
-    die "pip could not install roammail and its dependencies into $venv"
-# A re-run with an unchanged version number must still replace the code.
-"$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
-    --force-reinstall --no-deps "$src" ||
-    die "pip could not reinstall roammail into $venv"
-pyver=$("$venv/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-site=$prefix/$venv_rel/lib/python$pyver/site-packages
 
 mkdirs bin share share/roammail share/roammail/hooks
 
@@ -133,7 +172,7 @@ write_launcher() { # NAME TOOL
     module=$(echo "$2" | tr - _)
     tmp=$root/bin/.$1.tmp.$$
     cat > "$tmp" <<EOF
-#!$prefix/$venv_rel/bin/python3 -IS
+#!$interpreter -IS
 import sys; sys.path[:0] = ["$site"]
 from roammail.$module import main; sys.exit(main())
 EOF
@@ -176,31 +215,31 @@ done
 if [ -d "$src/systemd" ]; then
     for unit in "$src"/systemd/*; do
         [ -f "$unit" ] || continue
-        # share/systemd/user: in systemd's user unit path both for
-        # ~/.local ($XDG_DATA_HOME) and for /usr and /usr/local.
-        mkdirs share/systemd/user
+        mkdirs "$unitdir"
         name=$(basename "$unit")
-        sed "s|@BINDIR@|$prefix/bin|g" "$unit" > "$root/share/systemd/user/$name"
-        chmod 644 "$root/share/systemd/user/$name"
-        record "share/systemd/user/$name"
+        sed "s|@BINDIR@|$prefix/bin|g" "$unit" > "$root/$unitdir/$name"
+        chmod 644 "$root/$unitdir/$name"
+        record "$unitdir/$name"
     done
 fi
 
-# Keep what an earlier install recorded and this one did not write: a
-# later --uninstall must still remove it.
-if [ -f "$manifest" ]; then
-    old=$(cat "$manifest")
-    installed="$old
+if [ "$packaged" = no ]; then
+    # Keep what an earlier install recorded and this one did not write: a
+    # later --uninstall must still remove it.
+    if [ -f "$manifest" ]; then
+        old=$(cat "$manifest")
+        installed="$old
 $installed"
-fi
-printf '%s' "$installed" | sed '/^$/d' | sort -u > "$manifest.new"
-mv -f "$manifest.new" "$manifest"
-if [ -f "$manifest.dirs" ]; then
-    dirs="$(cat "$manifest.dirs")
+    fi
+    printf '%s' "$installed" | sed '/^$/d' | sort -u > "$manifest.new"
+    mv -f "$manifest.new" "$manifest"
+    if [ -f "$manifest.dirs" ]; then
+        dirs="$(cat "$manifest.dirs")
 $dirs"
+    fi
+    printf '%s' "$dirs" | sed '/^$/d' | sort -u > "$manifest.dirs.new"
+    mv -f "$manifest.dirs.new" "$manifest.dirs"
 fi
-printf '%s' "$dirs" | sed '/^$/d' | sort -u > "$manifest.dirs.new"
-mv -f "$manifest.dirs.new" "$manifest.dirs"
 
 echo "$prog: installed roammail into $root"
 case ":${PATH:-}:" in

@@ -12,6 +12,11 @@
 # 3. Installs roammail with ./install.sh into .test-prefix, so black-box
 #    tests run the launchers a user would run (ROAMMAIL_PREFIX).
 # 4. Runs ruff, mandoc -Tlint on every man page, and pytest.
+# 5. As root, for a whole-suite run (no PYTEST-ARGS): builds the .deb from
+#    the tracked files (dpkg-buildpackage -us -uc -b), checks it with
+#    lintian (no error allowed), installs it with apt into the system (it
+#    replaces the C extsmail for a while) and runs the black-box tests
+#    against /usr/bin; then puts the C extsmail back.
 #
 # With CI=true nothing may be missing: a component that cannot be installed
 # fails the run instead of skipping the tests that need it.
@@ -26,7 +31,9 @@ die() { echo "$prog: $*" >&2; exit 1; }
 DEBS="openssh-server openssh-client isync bsd-mailx dma mandoc bats extsmail
 msmtp swaks neomutt git-email python3-venv iproute2 procps man-db
 libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace
-libarchive-tools pax dovecot-imapd openssl"
+libarchive-tools pax dovecot-imapd openssl
+debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+python3-wheel dpkg-dev lintian bash-completion"
 # The user the test Dovecot (tests/peers/dovecot.py) runs as when we are root.
 TEST_USER=roammail-test
 
@@ -86,4 +93,55 @@ elif [ "${CI:-}" = true ]; then
 fi
 
 say "pytest"
-exec "$venv/bin/python3" -m pytest "$@"
+status=0
+"$venv/bin/python3" -m pytest "$@" || status=$?
+
+# The tests that run against the packaged tools: every tool, through each
+# library the .deb swaps in (docopt, pyinotify), without the C extsmail
+# (the package replaces it while they run).
+DEB_TESTS="tests/blackbox tests/watch/test_watch_protocol.py
+tests/extsmail/test_extsmaild_batch.py tests/extsmail/test_extsmaild_ssh.py
+tests/extsmail/test_round_trip.py tests/imap/test_watch_imap.py
+tests/mswatch/test_mswatch_mbsync.py tests/mswatch/test_mswatch_imap.py
+tests/syncmail/test_transfer.py tests/smtpdcheck/test_smtpdcheck_probe.py
+tests/guards/test_inputkill.py tests/guards/test_socketwatch.py tests/hooks"
+
+deb_check() {
+    work=$(mktemp -d "${TMPDIR:-/tmp}/roammail-deb.XXXXXX")
+    mkdir "$work/roammail"
+    if git -C "$top" rev-parse --git-dir >/dev/null 2>&1; then
+        git -C "$top" ls-files -z | tar --null -T - -cf - | tar -xf - -C "$work/roammail"
+    else
+        tar --exclude=./.venv-test --exclude=./.test-prefix --exclude=./.git -cf - . |
+            tar -xf - -C "$work/roammail"
+    fi
+    say "dpkg-buildpackage (log: $work/build.log)"
+    # Debian's own python3 and tools, whatever a developer's PATH puts first.
+    ( cd "$work/roammail" &&
+        PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b ) \
+        > "$work/build.log" 2>&1 || { tail -n 30 "$work/build.log" >&2; return 1; }
+    say "lintian"
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on error "$work"/roammail_*.changes \
+        2>&1 | grep -v 'running with root privileges' || true
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on error -q "$work"/roammail_*.changes \
+        >/dev/null 2>&1 || { echo "$prog: lintian found errors" >&2; return 1; }
+    say "apt-get install $(basename "$work"/roammail_*.deb)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$work"/roammail_*.deb \
+        >> "$work/build.log" 2>&1 || { tail -n 20 "$work/build.log" >&2; return 1; }
+    say "pytest against /usr/bin"
+    deb_status=0
+    # shellcheck disable=SC2086
+    ROAMMAIL_PREFIX=/usr "$venv/bin/python3" -m pytest -q $DEB_TESTS || deb_status=$?
+    say "putting the C extsmail back"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q extsmail >/dev/null 2>&1 ||
+        say "could not reinstall extsmail: apt-get install extsmail"
+    rm -rf "$work"
+    return $deb_status
+}
+
+if [ $# -eq 0 ] && [ "$(id -u)" = 0 ] && command -v dpkg-buildpackage >/dev/null 2>&1; then
+    deb_check || status=1
+elif [ $# -eq 0 ] && [ "${CI:-}" = true ]; then
+    die "CI=true: the .deb could not be built and tested (root and dpkg-buildpackage needed)"
+fi
+exit $status
