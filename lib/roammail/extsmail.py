@@ -2,6 +2,7 @@
 
 Usage:
   extsmail [SENDMAIL-ARGUMENTS...] < message
+  extsmail --version
   extsmail --help
 
 Every argument is stored verbatim with the message read from standard
@@ -13,8 +14,8 @@ $XDG_CONFIG_HOME/roammail/extsmail.conf, else /etc/extsmail/conf.
 """
 
 # This module runs for every mail sent: it must not import docopt, plumbum
-# or anything else heavy.  It parses no options (a lone --help excepted):
-# every argument belongs to the sendmail command line.
+# or anything else heavy.  It parses no options (a lone --help or --version
+# excepted): every argument belongs to the sendmail command line.
 
 import sys
 
@@ -59,6 +60,11 @@ def main(argv: "list[str] | None" = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if words == ["--help"]:
         sys.stdout.write(__doc__.split("\n", 2)[2])
+        status = 0
+    elif words == ["--version"]:
+        from . import __version__
+
+        sys.stdout.write(f"extsmail (roammail) {__version__}\n")
         status = 0
     else:
         args = [paths.fsencode(word) for word in words]

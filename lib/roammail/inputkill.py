@@ -48,7 +48,7 @@ def occupy_closed_stdin() -> None:
 
 
 def run(argv: list[str] | None) -> int:
-    args = parse_command_line(__doc__, argv, version=f"{TOOL} {__version__}")
+    args = parse_command_line(__doc__, argv, version=f"{TOOL} (roammail) {__version__}")
     occupy_closed_stdin()
     try:
         grace = parse_seconds(args["--grace"])

@@ -3,6 +3,7 @@
 Usage:
   smtpdcheck [--stop HOST] [--timeout SECONDS] [--port N] [--sequential]
              [--cache FILE | --no-cache] [--cache-ttl SECONDS] SERVER...
+  smtpdcheck -V | --version
   smtpdcheck -h | --help
 
 Arguments:
@@ -26,6 +27,7 @@ Options:
   --no-cache           Neither read nor write the cache.
   --cache-ttl SECONDS  How long a server found down is not probed again
                        [default: 60].
+  -V, --version        Print the version.
   -h, --help           Show this help.
 
 A server is up when a TCP connection to it gives a 220 greeting.  Exit
@@ -112,7 +114,7 @@ class CheckError(RoammailError):
 # ------------------------------------------------------------- command line
 
 _VALUE_OPTIONS = ("--stop", "--timeout", "--port", "--cache", "--cache-ttl")
-_FLAG_OPTIONS = ("--sequential", "--no-cache", "--help")
+_FLAG_OPTIONS = ("--sequential", "--no-cache", "--help", "--version")
 _LONG_OPTIONS = _VALUE_OPTIONS + _FLAG_OPTIONS
 _DEFAULTS = {"--timeout": f"{DEFAULT_TIMEOUT_S:g}", "--port": str(DEFAULT_PORT),
              "--cache-ttl": f"{DEFAULT_CACHE_TTL_S:g}"}
@@ -133,8 +135,8 @@ def parse_command_line(argv: Sequence[str]) -> dict:
     "SERVER" (the list of server arguments), values as given.
 
     Options may come after servers; `--` ends them.  Raises CheckError
-    (exit 2) for a bad command line.  With -h or --help, the dict has
-    "--help": True and may be incomplete.
+    (exit 2) for a bad command line.  With -h or --help (-V, --version),
+    the dict has "--help" ("--version") True and may be incomplete.
     """
     parsed: dict = {name: None for name in _VALUE_OPTIONS}
     parsed.update({name: False for name in _FLAG_OPTIONS})
@@ -156,6 +158,8 @@ def parse_command_line(argv: Sequence[str]) -> dict:
         value: str | None = None
         if arg == "-h":
             name: str | None = "--help"
+        elif arg == "-V":
+            name = "--version"
         elif arg.startswith("--"):
             word, equals, rest = arg.partition("=")
             value = rest if equals else None
@@ -177,7 +181,7 @@ def parse_command_line(argv: Sequence[str]) -> dict:
                 raise CheckError(f"{name} takes no value; see --help")
             parsed[name] = True
         seen.append(name)
-    if parsed["--help"]:
+    if parsed["--help"] or parsed["--version"]:
         return parsed
     if unknown:
         raise CheckError(f"unknown option {unknown[0]}; see --help")
@@ -1083,6 +1087,11 @@ def run(argv: list[str] | None) -> int:
     parsed = parse_command_line(sys.argv[1:] if argv is None else argv)
     if parsed["--help"]:
         sys.stdout.write(__doc__.strip() + "\n")
+        return 0
+    if parsed["--version"]:
+        from . import __version__
+
+        sys.stdout.write(f"smtpdcheck (roammail) {__version__}\n")
         return 0
     timeout = parse_seconds("--timeout", parsed["--timeout"])
     ttl = parse_seconds("--cache-ttl", parsed["--cache-ttl"])

@@ -54,7 +54,7 @@ def _seconds_text(value: float) -> str:
 
 
 def run(argv: list[str] | None) -> int:
-    args = parse_command_line(__doc__, argv, version=f"{TOOL} {__version__}")
+    args = parse_command_line(__doc__, argv, version=f"{TOOL} (roammail) {__version__}")
     timeout = _seconds(args, "--timeout", positive=True)
     grace = _seconds(args, "--grace", positive=False)
     command = [args["COMMAND"], *args["ARGS"]]
