@@ -143,3 +143,15 @@ def test_smd_runs_persistent_ssh(hooks, ssh_home: SshHome, sshd):
     sshd.wait_for_log("Accepted publickey for ", before + 1)
     assert sshd.count_accepted() == before + 1
     assert (ssh_home.home / ".smd" / "log" / "client.default.log").read_text() == ""
+
+
+@pytest.mark.parametrize("hook", ["mail-on-failure", "persistent-ssh"])
+def test_hooks_answer_version_and_help(installed, hook) -> None:
+    from roammail import __version__
+
+    path = installed.prefix / "share" / "roammail" / "hooks" / hook
+    version = subprocess.run([str(path), "--version"], capture_output=True, text=True,
+                             timeout=30)
+    assert (version.returncode, version.stdout) == (0, f"{hook} (roammail) {__version__}\n")
+    usage = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 0 and usage.stdout.startswith(f"usage: {hook} WHEN WHAT")
