@@ -223,6 +223,24 @@ if [ -d "$src/systemd" ]; then
     done
 fi
 
+# Bash completion: one file per command, named as the command, where
+# bash-completion's on-demand loading finds it.  roammail.completion makes
+# them from the tools' usage texts, read from the source tree without
+# importing the tools (a package's build has none of their dependencies).
+compdir=share/bash-completion/completions
+mkdirs "$compdir"
+if [ "$packaged" = yes ]; then
+    comp_python=$python
+else
+    comp_python=$venv/bin/python3
+fi
+# shellcheck disable=SC2086 # the lists are words
+PYTHONPATH="$src/lib" "$comp_python" -m roammail.completion "$root/$compdir" $TOOLS $ALIASES ||
+    die "could not write the bash completions into $root/$compdir"
+for name in $TOOLS $ALIASES; do
+    record "$compdir/${name%%=*}"
+done
+
 if [ "$packaged" = no ]; then
     # Keep what an earlier install recorded and this one did not write: a
     # later --uninstall must still remove it.
