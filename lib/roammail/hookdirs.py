@@ -18,24 +18,43 @@ Contract: argv only, never a shell, whatever ENDPOINT contains; a hook
 that fails or hangs (killed after `timeout` seconds without output) is
 reported in the results, it never raises; the caller decides what a
 failing hook means (smd fails the run).
+
+Cheap to import: a run with no hooks (the usual case) only lists a
+directory, so child.py (subprocess, selectors, dataclasses: tens of
+milliseconds) is imported by the first hook that runs.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from . import child, locations
+from . import locations
 
 # A hook that neither writes nor exits for this long is killed.
 HOOK_STALL_SECONDS = 120.0
 
 
-@dataclass(frozen=True)
 class HookResult:
-    path: str
-    ok: bool
-    status: str  # "exit status 0", "killed by signal 9 (SIGKILL)"...
+    """One hook's outcome: its path, whether it succeeded, and how it
+    ended ("exit status 0", "killed by signal 9 (SIGKILL)"...)."""
+
+    __slots__ = ("path", "ok", "status")
+
+    def __init__(self, path: str, ok: bool, status: str) -> None:
+        self.path = path
+        self.ok = ok
+        self.status = status
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HookResult):
+            return NotImplemented
+        return (self.path, self.ok, self.status) == (other.path, other.ok, other.status)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.ok, self.status))
+
+    def __repr__(self) -> str:
+        return f"HookResult(path={self.path!r}, ok={self.ok!r}, status={self.status!r})"
 
 
 def default_base() -> str:
@@ -67,11 +86,16 @@ def run_hooks(base: str, when: str, what: str, endpoint: str, status: int = 0, *
               log_path: str | None = None, extra_env: dict[str, str] | None = None,
               timeout: float = HOOK_STALL_SECONDS) -> list[HookResult]:
     """Run every hook of BASE/WHEN-WHAT.d; return one result per hook."""
+    hooks = list_hooks(hook_dir(base, when, what))
+    if not hooks:
+        return []
+    from . import child
+
     env = dict(os.environ)
     if extra_env:
         env.update(extra_env)
     results = []
-    for hook in list_hooks(hook_dir(base, when, what)):
+    for hook in hooks:
         argv = [hook, when, what, endpoint, str(status)]
         res = child.run_child(argv, None, stall_timeout=timeout, capture_stdout=True,
                               env=env, cwd=locations.home(), stderr_limit=1 << 20)

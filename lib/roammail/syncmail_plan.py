@@ -16,16 +16,22 @@ The safety contract, checked by hypothesis (tests/syncmail/test_plan.py):
 - `plan_listing` never fetches a name that exists locally: such a name is
   either confirmed by the journal (remove only) or a collision (left on
   the server, reported).
-- `batch_length` keeps every message in exactly one batch, in order.
+- `batch_length` keeps every message in exactly one batch, in order;
+  `batch_limit` never asks for an empty batch nor one over the maximum.
+
+The value classes are plain classes with __slots__, not dataclasses:
+syncmail imports this module while ssh logs in, and dataclasses (with
+inspect) costs about 20 ms to import, more than the rest of the module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional, Sequence
-
 from .errors import DataError
 from .maildir import check_message_name
+
+TYPE_CHECKING = False  # typing costs ~15 ms to import: only type checkers read it
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 # Entry types as the server's listing reports them.
 REGULAR = "f"
@@ -37,24 +43,50 @@ TYPE_WORDS = {SYMLINK: "a symbolic link", DIRECTORY: "a directory",
               OTHER: "not a regular file (fifo, socket or device)"}
 
 
-@dataclass(frozen=True)
-class Entry:
+class _Value:
+    """Base of the value classes: the fields are the __slots__, each set
+    once by __init__; equal (and hashing alike) when of the same class
+    with equal fields."""
+
+    __slots__: tuple = ()
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Entry(_Value):
     """One entry of the server's new/: its index in the listing, type, name."""
 
-    index: int
-    kind: str
-    name: str
+    __slots__ = ("index", "kind", "name")
+
+    def __init__(self, index: int, kind: str, name: str) -> None:
+        self.index = index
+        self.kind = kind
+        self.name = name
 
 
-@dataclass(frozen=True)
-class LocalCopy:
+class LocalCopy(_Value):
     """A local message of the same name: where it is and its size."""
 
-    path: str
-    size: int
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
 
 
-@dataclass
 class Plan:
     """What to do with one listing.
 
@@ -65,10 +97,13 @@ class Plan:
     reason) left alone.
     """
 
-    fetch: list = field(default_factory=list)
-    confirm: list = field(default_factory=list)
-    collisions: list = field(default_factory=list)
-    refused: list = field(default_factory=list)
+    __slots__ = ("fetch", "confirm", "collisions", "refused")
+
+    def __init__(self) -> None:
+        self.fetch: list = []
+        self.confirm: list = []
+        self.collisions: list = []
+        self.refused: list = []
 
 
 def name_problem(name: str) -> Optional[str]:
@@ -132,6 +167,26 @@ def batch_length(sizes: Iterable[int], max_count: int, max_bytes: int) -> int:
     return count
 
 
+def batch_limit(batch: int, started: int, left: int) -> int:
+    """How many messages the next batch may hold: `batch`, except that
+    the first two batches of a run (`started` is how many began before)
+    hold a quarter and a half of it, and that no batch holds more than
+    half of the `left` messages not in one yet (rounded up); never less
+    than a tenth of `batch`, nor less than 1.
+
+    Why: a batch is removed on the server only once it is durable here
+    and its check has come back, two tar streams later (the server
+    answers in order).  Small first batches start that sooner, while
+    most of the mail is still coming; small last batches leave little to
+    land, check and remove after the last byte has arrived, when nothing
+    overlaps with it."""
+    least = max(1, batch // 10)
+    limit = min(batch, max(least, -(-left // 2)))
+    if started < 2:
+        limit = min(limit, max(least, batch >> (2 - started)))
+    return limit
+
+
 def ranges(indices: Iterable[int]) -> str:
     """Indices as the remote side reads them: "1-4 7 9-10" (sorted)."""
     out: list[str] = []
@@ -150,15 +205,17 @@ def ranges(indices: Iterable[int]) -> str:
 
 # ------------------------------------------------------------------ rules
 
-@dataclass(frozen=True)
-class Action:
+class Action(_Value):
     """Where a message goes: kind "inbox", "folder" (target: a Maildir++
     folder name), "discard" or "archive" (inbox plus a copy in the maildir
-    `target`)."""
+    `target`); `line`, the rule's line in the configuration."""
 
-    kind: str
-    target: Optional[str] = None
-    line: int = 0
+    __slots__ = ("kind", "target", "line")
+
+    def __init__(self, kind: str, target: Optional[str] = None, line: int = 0) -> None:
+        self.kind = kind
+        self.target = target
+        self.line = line
 
 
 INBOX_ACTION = Action("inbox")

@@ -18,7 +18,11 @@ batch of thousands of small messages is mostly per-member cost.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+# typing costs milliseconds to import (it imports re): only type checkers
+# read it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, Optional
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)

@@ -9,6 +9,7 @@ from roammail.syncmail_plan import (
     Entry,
     LocalCopy,
     batch_length,
+    batch_limit,
     plan_listing,
     ranges,
     removable,
@@ -65,6 +66,26 @@ def test_batches_keep_every_item_once(items, count, limit):
     assert all(sum(b) <= limit or len(b) == 1 for b in out)
 
 
+@given(st.integers(min_value=1, max_value=3000), st.integers(min_value=0, max_value=20000))
+def test_batch_schedule_keeps_batches_full_in_the_middle_and_small_at_the_ends(batch, total):
+    left, batches, lefts = total, [], []  # each batch, and what was left before it
+    while left:
+        limit = batch_limit(batch, len(batches), left)
+        assert 1 <= limit <= batch
+        batches.append(min(limit, left))
+        lefts.append(left)
+        left -= batches[-1]
+    assert sum(batches) == total
+    least = max(1, batch // 10)
+    if len(batches) >= 2:
+        assert batches[0] <= max(least, batch // 4) and batches[1] <= max(least, batch // 2)
+    # Never more than half of what is left, but for the smallest batches;
+    # and only the ends are short of a whole batch.
+    for size, rest in zip(batches, lefts):
+        assert size <= max(least, -(-rest // 2))
+    assert all(size == batch for size, rest in list(zip(batches, lefts))[2:] if rest >= 2 * batch)
+
+
 @given(st.sets(st.integers(min_value=1, max_value=60)))
 def test_ranges_round_trip(indices):
     got = set()
@@ -75,7 +96,7 @@ def test_ranges_round_trip(indices):
 
 
 def test_human_bytes_for_the_progress_line():
-    from roammail.syncmail import human_bytes
+    from roammail.syncmail_log import human_bytes
 
     assert [human_bytes(n) for n in (0, 999, 1000, 300_000, 46_100_000, 2_300_000_000)] == [
         "0 bytes", "999 bytes", "1.0 KB", "300.0 KB", "46.1 MB", "2.3 GB"]
