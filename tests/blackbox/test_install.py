@@ -83,3 +83,14 @@ def test_install_says_clearly_when_python_is_missing(tmp_path):
     assert proc.returncode != 0
     assert "no-such-python3 not found" in proc.stderr
     assert not (tmp_path / "p" / "bin").exists()
+
+
+def test_every_tool_answers_version(installed):
+    from roammail import __version__
+
+    for tool in TOOLS:
+        out = subprocess.run([installed.tool(tool), "--version"], capture_output=True,
+                             text=True, timeout=60, stdin=subprocess.DEVNULL)
+        name = "watch-maildirs" if tool == "watch_maildirs" else tool
+        assert (out.returncode, out.stdout) == (0, f"{name} (roammail) {__version__}\n"), \
+            (tool, out.stderr)
