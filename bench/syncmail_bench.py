@@ -3,6 +3,7 @@
 
     python3 bench/syncmail_bench.py [--prefix P] [--quick] [--messages N]
                                     [--rounds N] [--dir DIR] [--link MS,MBIT]
+                                    [--baseline P2]
 
 Starts a private sshd (tests/peers/sshd.py's SshServer), fills a "server"
 maildir with N messages of 4 KB (10,000; --quick: 1,000) and moves them
@@ -13,7 +14,11 @@ to an empty local maildir with, in one run and in turn:
     (the blog's command: no fsync),
   - the same with --fsync (rsync >= 3.2.3).
 Then a run that finds nothing new, for each.  Prints wall times and
-ratios.  Targets: faster than rsync --fsync; within 1.5x of plain rsync.
+ratios.  Targets: faster than rsync --fsync; within 1.2x of plain rsync
+moving everything, and no slower than plain rsync when nothing is new.
+
+--baseline P2 runs the syncmail installed under P2 too, in turn with the
+others (right after syncmail), to compare two versions in one run.
 
 --dir DIR puts both maildirs (and the sshd's files) on DIR's file system
 instead of $TMPDIR's.  --link MS,MBIT sends every ssh connection through
@@ -116,6 +121,11 @@ def timed(argv: list[str], env: dict, cwd: Path | None = None) -> float:
     return elapsed
 
 
+# (contender, what): the highest ratio syncmail / contender that meets the target.
+TARGETS = {("rsync", "move all"): 1.2, ("rsync", "nothing new"): 1.0,
+           ("rsync --fsync", "move all"): 1.0}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefix")
@@ -124,6 +134,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dir", help="where the maildirs are (default: $TMPDIR)")
     parser.add_argument("--link", help="MS,MBIT: a slow link (slowlink.py)")
+    parser.add_argument("--baseline", help="another prefix whose syncmail runs too")
     add_summary_option(parser)
     opts = parser.parse_args()
     link = None
@@ -136,6 +147,9 @@ def main() -> int:
     count = opts.messages or (1000 if opts.quick else 10_000)
     prefix = resolve_prefix(opts.prefix)
     syncmail = str(installed_tools(prefix, ["syncmail"])["syncmail"])
+    baseline = None
+    if opts.baseline:
+        baseline = str(installed_tools(resolve_prefix(opts.baseline), ["syncmail"])["syncmail"])
     rsync = shutil.which("rsync")
     if rsync is None:
         raise BenchError("rsync is not installed (apt-get install rsync)")
@@ -156,9 +170,12 @@ def main() -> int:
             env["PATH"] = f"{work / 'link-bin'}{os.pathsep}{env['PATH']}"
         contenders = {
             "syncmail": lambda remote, local: [syncmail, f"testhost:{remote}", str(local)],
-            "rsync": lambda remote, local: [rsync, "-e", ssh_wrapper, *RSYNC_ARGS,
-                                            f"testhost:{remote}/new/", f"{local}/new/"],
         }
+        if baseline is not None:
+            contenders["syncmail baseline"] = lambda remote, local: [
+                baseline, f"testhost:{remote}", str(local)]
+        contenders["rsync"] = lambda remote, local: [rsync, "-e", ssh_wrapper, *RSYNC_ARGS,
+                                                     f"testhost:{remote}/new/", f"{local}/new/"]
         if with_fsync:
             contenders["rsync --fsync"] = lambda remote, local: [
                 rsync, "-e", ssh_wrapper, "--fsync", *RSYNC_ARGS,
@@ -185,6 +202,8 @@ def main() -> int:
         over = (f", through a {link[0]:g} ms / {link[1]:g} Mbit/s link" if link else "")
         print(f"\n{count} messages of {MESSAGE_BYTES} bytes over ssh to 127.0.0.1{over}, "
               f"{where}, {opts.rounds} round(s), median wall time\n")
+        if baseline is not None:
+            print(f"syncmail baseline: {baseline}\n")
         base = median(full["syncmail"])
         base_empty = median(empty["syncmail"])
         rows = []
@@ -194,12 +213,18 @@ def main() -> int:
                          f"{e * 1000:.0f} ms", f"{base_empty / e:.2f}"])
         print(markdown_table(["tool", "move all", "messages/s", "syncmail / this",
                               "nothing new", "syncmail / this"], rows))
-        write_summary(opts.summary, [
-            one for row in rows[1:] for one in (
-                summary_row("syncmail", f"move all {count}, vs {row[0]}", rows[0][1], row[1],
-                            row[3]),
-                summary_row("syncmail", f"nothing new, vs {row[0]}", rows[0][4], row[4],
-                            row[5]))])
+        print("\ntargets (syncmail / this): " + "; ".join(
+            f"{what} vs {name} <= {limit:.2f}" for (name, what), limit in TARGETS.items()))
+        summary = []
+        for row in rows[1:]:
+            for what, cells in (("move all", (row[1], row[3])), ("nothing new", (row[4], row[5]))):
+                limit = TARGETS.get((row[0], what))
+                summary.append(summary_row(
+                    "syncmail", f"{what} {count if what == 'move all' else ''}".rstrip()
+                    + f", vs {row[0]}", rows[0][1 if what == "move all" else 4], cells[0],
+                    cells[1], "" if limit is None else f"<= {limit:.2f}",
+                    "" if limit is None else ("yes" if float(cells[1]) <= limit else "no")))
+        write_summary(opts.summary, summary)
         if not with_fsync:
             print("\nrsync has no --fsync (needs >= 3.2.3): that row is missing")
     finally:
