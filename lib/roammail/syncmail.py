@@ -80,14 +80,16 @@ def plain_args(argv: list[str]) -> Optional[dict]:
     args: dict = {"--config": None, "--dry-run": False, "--verbose": False, "--quiet": False,
                   "--hooks": None, "SOURCE": [], "HOST:REMOTE_MAILDIR": None,
                   "LOCAL_MAILDIR": None, "--help": False, "--version": False}
+    seen = set()  # not args[key]: an empty value ("-c ''") is false too
     words = iter(argv)
     for word in words:
         if not word.startswith("-"):
             args["SOURCE"].append(word)
             continue
         key = _FLAGS.get(word) or _VALUED.get(word)
-        if key is None or args[key]:
+        if key is None or key in seen:
             return None
+        seen.add(key)
         if key in _FLAGS.values():
             args[key] = True
             continue

@@ -5,7 +5,7 @@ give exactly docopt's dictionary."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from roammail import syncmail
@@ -13,7 +13,7 @@ from roammail.cli import docopt_args
 from roammail.errors import UsageError
 
 OPTIONS = st.sampled_from(["-n", "-v", "-q", "--dry-run", "--verbose", "--quiet", "-c",
-                           "--config", "--hooks", "-h", "--help"])
+                           "--config", "--hooks", "-h", "--help", "-V", "--version"])
 OPERANDS = st.sampled_from(["a", "b c", "host:Maildir", "h:/srv/mail", "~/Mail", "", "x:"])
 ODD = st.sampled_from(["--", "-", "-x", "-nv", "-cX", "--config=c.conf", "--hooks=h", "--dry",
                        "-c=x", "-vq"])
@@ -30,6 +30,7 @@ def docopt_answer(argv: list[str]):
 
 @settings(max_examples=400)
 @given(st.lists(WORDS, max_size=7))
+@example(["-c", "", "-c", "a"])  # an empty value is still a value given
 def test_plain_reader_agrees_with_docopt(argv):
     plain = syncmail.plain_args(argv)
     if plain is not None:
