@@ -3,7 +3,7 @@
 
     python3 bench/syncmail_bench.py [--prefix P] [--quick] [--messages N]
                                     [--rounds N] [--dir DIR] [--link MS,MBIT]
-                                    [--baseline P2]
+                                    [--baseline P2] [--empty-runs N]
 
 Starts a private sshd (tests/peers/sshd.py's SshServer), fills a "server"
 maildir with N messages of 4 KB (10,000; --quick: 1,000) and moves them
@@ -13,9 +13,11 @@ to an empty local maildir with, in one run and in turn:
     --safe-links --one-file-system --recursive --times host:Maildir/new/ new/
     (the blog's command: no fsync),
   - the same with --fsync (rsync >= 3.2.3).
-Then a run that finds nothing new, for each.  Prints wall times and
-ratios.  Targets: faster than rsync --fsync; within 1.2x of plain rsync
-moving everything, and no slower than plain rsync when nothing is new.
+Then, once every contender has moved its messages, runs that find
+nothing new: --empty-runs N of them (5) per contender and round, the
+contenders in turn.  Prints median wall times and ratios.  Targets:
+faster than rsync --fsync; within 1.2x of plain rsync moving everything,
+and no slower than plain rsync when nothing is new.
 
 --baseline P2 runs the syncmail installed under P2 too, in turn with the
 others (right after syncmail), to compare two versions in one run.
@@ -135,6 +137,8 @@ def main() -> int:
     parser.add_argument("--dir", help="where the maildirs are (default: $TMPDIR)")
     parser.add_argument("--link", help="MS,MBIT: a slow link (slowlink.py)")
     parser.add_argument("--baseline", help="another prefix whose syncmail runs too")
+    parser.add_argument("--empty-runs", type=int, default=5,
+                        help="runs finding nothing new, per contender and round [5]")
     add_summary_option(parser)
     opts = parser.parse_args()
     link = None
@@ -183,10 +187,12 @@ def main() -> int:
         full: dict[str, list[float]] = {k: [] for k in contenders}
         empty: dict[str, list[float]] = {k: [] for k in contenders}
         for rnd in range(opts.rounds):
+            dirs = {}
             for name, argv_of in contenders.items():
                 tag = name.replace(" ", "").replace("-", "")
                 remote = make_maildir(work / f"server-{tag}-{rnd}")
                 local = make_maildir(work / f"local-{tag}-{rnd}")
+                dirs[name] = (remote, local)
                 fill(remote, count)
                 subprocess.run(["sync"], check=False)
                 full[name].append(timed(argv_of(remote, local), env))
@@ -194,14 +200,23 @@ def main() -> int:
                 left = len(os.listdir(remote / "new"))
                 if moved != count or left != 0:
                     raise BenchError(f"{name}: moved {moved} of {count}, left {left}")
-                empty[name].append(timed(argv_of(remote, local), env))
+            # A run that finds nothing new is mostly the ssh login, whose
+            # time varies by tens of ms from one login to the next: several
+            # runs a round, the contenders in turn, each on its own maildirs
+            # (the messages just moved are still in its local one).
+            subprocess.run(["sync"], check=False)
+            for _ in range(opts.empty_runs):
+                for name, argv_of in contenders.items():
+                    empty[name].append(timed(argv_of(*dirs[name]), env))
+            for remote, local in dirs.values():
                 shutil.rmtree(remote)
                 shutil.rmtree(local)
         print("\n".join(environment_lines()))
         where = f"maildirs on {file_system_of(work)}"
         over = (f", through a {link[0]:g} ms / {link[1]:g} Mbit/s link" if link else "")
         print(f"\n{count} messages of {MESSAGE_BYTES} bytes over ssh to 127.0.0.1{over}, "
-              f"{where}, {opts.rounds} round(s), median wall time\n")
+              f"{where}, {opts.rounds} round(s), median wall time "
+              f"(nothing new: {opts.rounds * opts.empty_runs} runs each)\n")
         if baseline is not None:
             print(f"syncmail baseline: {baseline}\n")
         base = median(full["syncmail"])
