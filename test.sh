@@ -121,17 +121,22 @@ deb_check() {
         PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b ) \
         > "$work/build.log" 2>&1 || { tail -n 30 "$work/build.log" >&2; return 1; }
     say "lintian"
+    lintian_status=0
     PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on error "$work"/roammail_*.changes \
-        2>&1 | grep -v 'running with root privileges' || true
-    PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on error -q "$work"/roammail_*.changes \
-        >/dev/null 2>&1 || { echo "$prog: lintian found errors" >&2; return 1; }
+        > "$work/lintian.log" 2>&1 || lintian_status=$?
+    grep -v 'running with root privileges' "$work/lintian.log" || true
+    [ "$lintian_status" = 0 ] || { echo "$prog: lintian found errors" >&2; return 1; }
     say "apt-get install $(basename "$work"/roammail_*.deb)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$work"/roammail_*.deb \
         >> "$work/build.log" 2>&1 || { tail -n 20 "$work/build.log" >&2; return 1; }
     say "pytest against /usr/bin"
     deb_status=0
     # shellcheck disable=SC2086
-    ROAMMAIL_PREFIX=/usr "$venv/bin/python3" -m pytest -q $DEB_TESTS || deb_status=$?
+    # (less the two that build from the source tree, not from /usr)
+    ROAMMAIL_PREFIX=/usr "$venv/bin/python3" -m pytest -q $DEB_TESTS \
+        --deselect tests/blackbox/test_wheel.py \
+        --deselect tests/blackbox/test_install.py::test_install_upgrade_uninstall_round_trip \
+        || deb_status=$?
     say "putting the C extsmail back"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q extsmail >/dev/null 2>&1 ||
         say "could not reinstall extsmail: apt-get install extsmail"
