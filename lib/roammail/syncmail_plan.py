@@ -19,13 +19,15 @@ The safety contract, checked by hypothesis (tests/syncmail/test_plan.py):
 - `batch_length` keeps every message in exactly one batch, in order;
   `batch_limit` never asks for an empty batch nor one over the maximum.
 
-The value classes are plain classes with __slots__, not dataclasses:
-syncmail imports this module while ssh logs in, and dataclasses (with
-inspect) costs about 20 ms to import, more than the rest of the module.
+The value classes are config._Frozen's (frozen, compared by their
+__slots__), not dataclasses: syncmail imports this module while ssh logs
+in, and dataclasses (with inspect) costs about 20 ms to import, more than
+the rest of the module.
 """
 
 from __future__ import annotations
 
+from .config import _Frozen
 from .errors import DataError
 from .maildir import check_message_name
 
@@ -43,48 +45,25 @@ TYPE_WORDS = {SYMLINK: "a symbolic link", DIRECTORY: "a directory",
               OTHER: "not a regular file (fifo, socket or device)"}
 
 
-class _Value:
-    """Base of the value classes: the fields are the __slots__, each set
-    once by __init__; equal (and hashing alike) when of the same class
-    with equal fields."""
-
-    __slots__: tuple = ()
-
-    def _fields(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class Entry(_Value):
+class Entry(_Frozen):
     """One entry of the server's new/: its index in the listing, type, name."""
 
     __slots__ = ("index", "kind", "name")
 
     def __init__(self, index: int, kind: str, name: str) -> None:
-        self.index = index
-        self.kind = kind
-        self.name = name
+        self._set("index", index)
+        self._set("kind", kind)
+        self._set("name", name)
 
 
-class LocalCopy(_Value):
+class LocalCopy(_Frozen):
     """A local message of the same name: where it is and its size."""
 
     __slots__ = ("path", "size")
 
     def __init__(self, path: str, size: int) -> None:
-        self.path = path
-        self.size = size
+        self._set("path", path)
+        self._set("size", size)
 
 
 class Plan:
@@ -205,7 +184,7 @@ def ranges(indices: Iterable[int]) -> str:
 
 # ------------------------------------------------------------------ rules
 
-class Action(_Value):
+class Action(_Frozen):
     """Where a message goes: kind "inbox", "folder" (target: a Maildir++
     folder name), "discard" or "archive" (inbox plus a copy in the maildir
     `target`); `line`, the rule's line in the configuration."""
@@ -213,9 +192,9 @@ class Action(_Value):
     __slots__ = ("kind", "target", "line")
 
     def __init__(self, kind: str, target: Optional[str] = None, line: int = 0) -> None:
-        self.kind = kind
-        self.target = target
-        self.line = line
+        self._set("kind", kind)
+        self._set("target", target)
+        self._set("line", line)
 
 
 INBOX_ACTION = Action("inbox")
