@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -420,3 +421,17 @@ def run_main(name: str, run, args) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def slow_ssh(server, bin_dir: Path, delay_ms: float, mbit: float) -> Path:
+    """An `ssh` in bin_dir for the test sshd `server`, whose connections go
+    through slowlink.py (as ProxyCommand): delay_ms each way, mbit Mbit/s."""
+    proxy = shlex.join([sys.executable, str(REPO / "bench" / "slowlink.py"),
+                        "--delay-ms", f"{delay_ms:g}", "--mbit", f"{mbit:g}",
+                        "127.0.0.1", str(server.port)])
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "ssh"
+    argv = [*server.ssh_command(), "-o", f"ProxyCommand={proxy}"]
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper

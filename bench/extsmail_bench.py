@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -504,19 +503,6 @@ SLOW_MBIT = 100
 NULL_REMOTE_SENDMAIL = "#!/bin/sh\nexec cat >/dev/null\n"
 
 
-def slow_ssh(server, bin_dir: Path) -> Path:
-    """An `ssh` in bin_dir whose connections go through slowlink.py."""
-    proxy = shlex.join([sys.executable, str(common.REPO / "bench" / "slowlink.py"),
-                        "--delay-ms", str(SLOW_DELAY_MS), "--mbit", str(SLOW_MBIT),
-                        "127.0.0.1", str(server.port)])
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    wrapper = bin_dir / "ssh"
-    argv = [*server.ssh_command(), "-o", f"ProxyCommand={proxy}"]
-    wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
-
-
 def bench_slow_link(ours: Side, c: Side, root: Path, count: int, repeats: int,
                     sequential_too: bool) -> dict:
     """`extsmaild -m batch` over `count` messages through ssh to the tests'
@@ -524,7 +510,7 @@ def bench_slow_link(ours: Side, c: Side, root: Path, count: int, repeats: int,
     SshServer = common.import_test_peer("peers.sshd").SshServer
     server = SshServer.start(root / "sshd")
     try:
-        ssh = slow_ssh(server, root / "slow-bin")
+        ssh = common.slow_ssh(server, root / "slow-bin", SLOW_DELAY_MS, SLOW_MBIT)
         sink = root / "null-sendmail"
         sink.write_text(NULL_REMOTE_SENDMAIL)
         sink.chmod(0o755)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from common import (  # noqa: E402
     markdown_table,
     median,
     resolve_prefix,
+    slow_ssh,
     summary_row,
     write_summary,
 )
@@ -75,18 +75,6 @@ def fill(server: Path, count: int) -> None:
         name = f"{1_700_000_000 + i}.M{i}P1Q{i}.bench.host"
         (server / "new" / name).write_bytes(data)
         os.utime(server / "new" / name, (1_700_000_000 + i,) * 2)
-
-
-def slow_ssh(server, bin_dir: Path, delay_ms: float, mbit: float) -> Path:
-    """An `ssh` in bin_dir whose connections go through slowlink.py."""
-    proxy = shlex.join([sys.executable, str(HERE / "slowlink.py"), "--delay-ms", f"{delay_ms:g}",
-                        "--mbit", f"{mbit:g}", "127.0.0.1", str(server.port)])
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    wrapper = bin_dir / "ssh"
-    argv = [*server.ssh_command(), "-o", f"ProxyCommand={proxy}"]
-    wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 def file_system_of(path: Path) -> str:
