@@ -271,22 +271,22 @@ def test_a_file_completes_files(maildirs, line: str) -> None:
 
 
 MBSYNCRC = """\
-IMAPAccount work
+IMAPAccount office
 Host imap.example.org
 PassCmd "false"
 
-IMAPStore work-remote
-Account work
+IMAPStore office-remote
+Account office
 
-MaildirStore work-local
-Path ~/Mail/work/
+MaildirStore office-local
+Path ~/Mail/office/
 
-channel work-chan
-Far :work-remote:
-Near :work-local:
+channel office-chan
+Far :office-remote:
+Near :office-local:
 
 Group everything
-Channel work-chan
+Channel office-chan
 """
 
 
@@ -303,18 +303,19 @@ def accounts(complete) -> Completer:
 
 
 def test_an_account_is_a_block_or_an_mbsync_account_store_or_channel(accounts) -> None:
-    assert accounts("watch-imap -a ").offered == {"hosted", "work", "work-remote", "work-chan"}
+    assert accounts("watch-imap -a ").offered == {"hosted", "office", "office-remote",
+                                                  "office-chan"}
     # Not a MaildirStore, not a Group, not a comment:
-    assert accounts("watch-imap -a ").offered.isdisjoint({"work-local", "everything",
+    assert accounts("watch-imap -a ").offered.isdisjoint({"office-local", "everything",
                                                           "commented"})
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ("watch-imap -a work-", {"work-remote", "work-chan"}),
+    ("watch-imap -a office-", {"office-remote", "office-chan"}),
     ("watch-imap --account=h", {"hosted"}),
-    ("watch-imap -l --account w", {"work", "work-remote", "work-chan"}),
-    ("watch-imap -c other.conf -a ", {"other", "work", "work-remote", "work-chan"}),
-    ("watch-imap --config=other.conf -a o", {"other"}),
+    ("watch-imap -l --account o", {"office", "office-remote", "office-chan"}),
+    ("watch-imap -c other.conf -a ", {"other", "office", "office-remote", "office-chan"}),
+    ("watch-imap --config=other.conf -a ot", {"other"}),
     ("watch-imap --mbsyncrc=other.rc -a ", {"hosted", r"far\ away", "elsewhere"}),
     ("watch-imap -a nobody", set()),
 ])
@@ -324,7 +325,7 @@ def test_accounts_from_the_files_on_the_command_line(accounts, line: str,
 
 
 def test_a_config_option_after_the_cursor_counts_too(accounts) -> None:
-    assert accounts("watch-imap -a o| --config other.conf").offered == {"other"}
+    assert accounts("watch-imap -a ot| --config other.conf").offered == {"other"}
     assert accounts("watch-imap -a h| -c other.conf -l").offered == set()
 
 
@@ -345,7 +346,7 @@ def test_no_configuration_offers_no_account(complete) -> None:
 
 SYNCMAIL_CONF = """\
 # source commented {
-source work {
+source office {
     remote = "mail.example.org:Maildir"
     local = "~/Maildir"
 }
@@ -368,11 +369,11 @@ def sources(complete) -> Completer:
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ("syncmail ", {"work", "home"}),
+    ("syncmail ", {"office", "home"}),
     ("syncmail -v h", {"home"}),
-    ("syncmail work ", {"home"}),
-    ("syncmail -n -- ", {"work", "home"}),
-    ("syncmail --hooks Maildir w", {"work"}),
+    ("syncmail office ", {"home"}),
+    ("syncmail -n -- ", {"office", "home"}),
+    ("syncmail --hooks Maildir o", {"office"}),
     ("syncmail -c alt.conf ", {"alt", "also"}),
     ("syncmail --config=alt.conf al", {"alt", "also"}),
     ("syncmail nowhere", set()),

@@ -15,29 +15,29 @@ from roammail.watch_imap_config import parse_watch_imap_conf, resolve_account
 
 MBSYNCRC = """\
 # mail
-IMAPAccount work
-Host imap.work.example
+IMAPAccount office
+Host imap.office.example
 Port 10993
-User "me@work.example"
-PassCmd "+pass show \\"work mail\\""
+User "me@office.example"
+PassCmd "+pass show \\"office mail\\""
 SSLType IMAPS
-CertificateFile ~/certs/work.pem
+CertificateFile ~/certs/office.pem
 CertificateFile /etc/ssl/extra.pem
 AuthMechs LOGIN
 Timeout 0
 
-IMAPStore work-remote
-Account work
+IMAPStore office-remote
+Account office
 Path INBOX.
 PathDelimiter .
 
-MaildirStore work-local
-Path ~/Mail/work/
-Inbox ~/Mail/work/INBOX
+MaildirStore office-local
+Path ~/Mail/office/
+Inbox ~/Mail/office/INBOX
 
-Channel work
-Far :work-remote:
-Near :work-local:
+Channel office
+Far :office-remote:
+Near :office-local:
 
 IMAPStore home-remote
 Host imaps:mail.home.example
@@ -48,7 +48,7 @@ Tunnel "ssh -q mail.home.example /usr/lib/dovecot/imap"
 
 Channel arch
 Far :home-remote:Archive/
-Near :work-local:
+Near :office-local:
 """
 
 
@@ -80,22 +80,22 @@ def test_mbsync_words() -> None:
 def test_mbsync_sections_end_at_an_empty_line() -> None:
     mb = parse_mbsyncrc(MBSYNCRC, "rc")
     assert [(s.kind, s.name) for s in mb.sections] == [
-        ("account", "work"), ("imapstore", "work-remote"), ("maildirstore", "work-local"),
-        ("channel", "work"), ("imapstore", "home-remote"), ("imapstore", "tunnel-remote"),
+        ("account", "office"), ("imapstore", "office-remote"), ("maildirstore", "office-local"),
+        ("channel", "office"), ("imapstore", "home-remote"), ("imapstore", "tunnel-remote"),
         ("channel", "arch")]
-    work = mb.find("account", "work")
-    assert [o.args for o in work.all("certificatefile")] == [("~/certs/work.pem",),
+    office = mb.find("account", "office")
+    assert [o.args for o in office.all("certificatefile")] == [("~/certs/office.pem",),
                                                               ("/etc/ssl/extra.pem",)]
-    assert mb.find("imapstore", "work-remote").get("path").line == 15
+    assert mb.find("imapstore", "office-remote").get("path").line == 15
 
 
 def test_account_from_mbsync_imapaccount(home: Path) -> None:
     rc = write(home, ".mbsyncrc", MBSYNCRC)
-    a = resolve_account("work", None, rc)
-    assert (a.host, a.port, a.tls, a.user) == ("imap.work.example", 10993, "imaps",
-                                               "me@work.example")
-    assert a.pass_cmd == 'pass show "work mail"'  # mbsync's "+" dropped
-    assert a.ca_files == (f"{home}/certs/work.pem", "/etc/ssl/extra.pem")
+    a = resolve_account("office", None, rc)
+    assert (a.host, a.port, a.tls, a.user) == ("imap.office.example", 10993, "imaps",
+                                               "me@office.example")
+    assert a.pass_cmd == 'pass show "office mail"'  # mbsync's "+" dropped
+    assert a.ca_files == (f"{home}/certs/office.pem", "/etc/ssl/extra.pem")
     assert a.auth == ("LOGIN",)
     assert a.timeout == 20.0  # mbsync's 0 (no limit) is not taken: links must be checked
     assert (a.path, a.delimiter) == ("INBOX.", ".")  # from the one store using it
@@ -112,15 +112,15 @@ def test_account_from_mbsync_store_and_channel(home: Path) -> None:
                                            "none")
     channel = resolve_account("arch", None, rc)
     assert (channel.host, channel.path) == ("mail.home.example", "Archive/")
-    work = resolve_account("work", None, rc)  # the IMAPAccount wins over the Channel
-    assert work.where.endswith(":2")
+    office = resolve_account("office", None, rc)  # the IMAPAccount wins over the Channel
+    assert office.where.endswith(":2")
 
 
 def test_our_block_names_mbsync_account_and_overrides(home: Path) -> None:
     rc = write(home, ".mbsyncrc", MBSYNCRC)
     conf = write(home, "watch-imap.conf", """
 account w {
-    mbsync = "work"
+    mbsync = "office"
     port = 993
     mode = "idle"
     idle = "INBOX"
@@ -131,7 +131,7 @@ account w {
 """)
     a = resolve_account("w", conf, rc)
     assert (a.host, a.port, a.mode, a.idle, a.poll, a.max_idle) == (
-        "imap.work.example", 993, "idle", ("INBOX", "Lists/roam"), 60.0, 2)
+        "imap.office.example", 993, "idle", ("INBOX", "Lists/roam"), 60.0, 2)
     assert a.where == f"{conf}:2"
 
 
