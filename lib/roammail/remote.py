@@ -156,7 +156,7 @@ else
 fi
 printf '\000'
 set -f
-# refs SPEC: R, the quoted words of SPEC's files, and I, their indices.
+# refs SPEC: R, the quoted words of SPEC's files, and I, SPEC's words.
 # Each SPEC given as indices is remembered as number nS for "=N".
 refs() {
   R=; I=
@@ -167,13 +167,34 @@ refs() {
         case $n in ''|*[!0-9]*) return 1 ;; esac
         [ $# -eq 1 ] && [ "$n" -ge 1 ] && [ "$n" -le "$nS" ] || return 1
         eval "R=\"\$R\$bR$n\"; I=\"\$I\$bI$n\""; return 0 ;;
-    ''|*[!0-9-]*|-*|*-) return 1 ;;
-    *-*) a=${r%-*}; b=${r#*-}
-         while [ "$a" -le "$b" ]; do R="$R \"./\${$a}\""; I="$I $a"; a=$((a+1)); done ;;
-    *) R="$R \"./\${$r}\""; I="$I $r" ;;
+    ''|*[!0-9-]*|-*|*-|*-*-*) return 1 ;;
+    *-*) words "${r%-*}" "${r#*-}" ;;
+    *) R="$R \"./\${$r}\"" ;;
     esac
+    I="$I $r"
   done
   nS=$((nS+1)); eval "bR$nS=\$R; bI$nS=\$I"
+}
+# words A B: add the words of files A to B to R.  Ten words a step and a
+# hundred a piece: a loop turn a file, each adding to one long string,
+# costs a shell about 10 us a file and grows with the batch.
+words() {
+  a=$1
+  while [ $((a+99)) -le "$2" ]; do
+    S=; c=$((a+100))
+    while [ "$a" -lt "$c" ]; do ten; done
+    R="$R$S"
+  done
+  S=
+  while [ $((a+9)) -le "$2" ]; do ten; done
+  while [ "$a" -le "$2" ]; do S="$S \"./\${$a}\""; a=$((a+1)); done
+  R="$R$S"
+}
+ten() {
+  S="$S \"./\${$a}\" \"./\${$((a+1))}\" \"./\${$((a+2))}\" \"./\${$((a+3))}\""
+  S="$S \"./\${$((a+4))}\" \"./\${$((a+5))}\" \"./\${$((a+6))}\""
+  S="$S \"./\${$((a+7))}\" \"./\${$((a+8))}\" \"./\${$((a+9))}\""
+  a=$((a+10))
 }
 nR=0; nW=0; nS=0; tarq=; tarknown=
 while IFS= read -r line; do
@@ -200,9 +221,13 @@ while IFS= read -r line; do
      st=0
      if [ -n "$p" ]; then wait "$p"; st=$?; fi
      if [ "$st" -ne 0 ]; then
-       for n in $ri; do
-         eval "f=\${$n}"
-         if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\n' "$n"; fi
+       for r in $ri; do
+         a=${r%-*}
+         while [ "$a" -le "${r#*-}" ]; do
+           eval "f=\${$a}"
+           if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\n' "$a"; fi
+           a=$((a+1))
+         done
        done
      fi
      printf 'END\n' ;;

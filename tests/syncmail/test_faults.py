@@ -188,3 +188,53 @@ def test_full_local_disk_removes_nothing_not_stored(world, small_disk):
         else:
             assert name in server
     assert not [n for n in os.listdir(world.local / "tmp")]
+
+
+@pytest.fixture
+def immutable():
+    """immutable(paths, True) sets chattr +i on server files, so that the
+    server's rm fails for just those (root only: CAP_LINUX_IMMUTABLE);
+    immutable(paths, False) clears it, as the test's end does for any left."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a file immutable")
+    made: set = set()
+
+    def chattr(paths, on: bool) -> None:
+        res = subprocess.run(["chattr", "+i" if on else "-i", *map(str, paths)],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, f"chattr: {res.stderr.strip()}"
+        (made.update if on else made.difference_update)(paths)
+
+    yield chattr
+    if made:
+        chattr(list(made), False)
+
+
+def test_a_server_rm_that_fails_leaves_exactly_those_files(world, immutable):
+    """The server's rm fails for three files (immutable) in different
+    batches: the run names exactly those as left, the rest is removed;
+    once rm can remove them, the next run removes them without copying."""
+    world.batch = 25  # ranges of indices across several batches
+    made = fill_server(world, 120, sizes=[300] * 120)
+    names = sorted(made)
+    stuck = {names[3], names[37], names[90]}
+    stuck_paths = [world.server / "new" / name for name in stuck]
+    immutable(stuck_paths, True)
+    world.basic_config()
+    first = world.run("-v")
+    assert first.returncode == 1, first.stderr
+    check_all_local(world, made)
+    assert world.server_new() == stuck
+    lines = [line for line in first.stderr.splitlines()
+             if "it could not be removed on the server" in line]
+    assert len(lines) == len(stuck), first.stderr
+    assert {name for name in names if any(name in line for line in lines)} == stuck
+    immutable(stuck_paths, False)
+    second = world.run("-v")
+    assert second.returncode == 0, second.stderr
+    assert world.server_new() == set()
+    assert "moved 0 messages" in second.stderr
+    for name in stuck:
+        assert f"{name} was already here (an interrupted run): removed on the server" \
+            in second.stderr
+    check_all_local(world, made)

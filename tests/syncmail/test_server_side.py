@@ -2,14 +2,20 @@
 
 The server's PATH starts with a directory of wrappers that log each
 program they stand for, then run the real one (or refuse, to stand for a
-server whose find is not GNU find)."""
+server whose find is not GNU find).  The program itself is also run
+directly by each shell a server may have as sh (dash, bash, busybox)."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from syncmail_helpers import check_all_local, fill_server
+
+from peers.require import require_program
+from roammail import remote
 
 PROGRAMS = ("find", "tar", "touch", "rm", "wc", "dd")
 
@@ -88,3 +94,49 @@ def test_a_server_without_gnu_find(world, tmp_path):
     assert "5.new\\nline.host left on the server: refused: control character" in result.stderr
     ran = log.read_text().splitlines()
     assert any(line.startswith("wc ") for line in ran)  # the sizes came from C requests
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
+def test_the_remote_program_names_exactly_the_files_of_each_spec(tmp_path, shell):
+    """The server's program, run by each shell a server may have as sh,
+    without ssh: ranges long and short (whole hundreds, tens and single
+    files in one), lists, "=N" (a spec given before), and what it refuses."""
+    argv = [require_program(shell)] + (["sh"] if shell == "busybox" else [])
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    names = [f"{1_700_000_000 + i}.M{i}.host" for i in range(300)]
+    for i, name in enumerate(names):
+        (maildir / "new" / name).write_bytes(b"x" * i)
+    listed = sorted(names)  # the shell's glob order, LC_ALL=C: index N is listed[N - 1]
+
+    def answers(*requests: str) -> list[list[str]]:
+        proc = subprocess.run(
+            [*argv, "-c", remote.REMOTE_SCRIPT, "syncmail-remote", str(maildir), "202601010000"],
+            input="".join(r + "\n" for r in requests).encode() + b"Q\n",
+            capture_output=True, timeout=60)
+        text = proc.stdout.rsplit(b"\0", 1)[1].decode()
+        return [block.split("\n") for block in text.split("END\n")]
+
+    def expected(indices) -> list[str]:
+        return sorted(f"{listed[n - 1].split('.M')[1].split('.')[0]} ./{listed[n - 1]}"
+                      for n in indices)
+
+    def got(block: list[str]) -> list[str]:
+        # "SIZE ./NAME" (GNU find), or wc -c's "  SIZE ./NAME" and "SIZE total"
+        # (busybox sh runs its own find, which has no -printf).
+        fields = [line.split() for line in block]
+        return sorted(" ".join(f) for f in fields if len(f) == 2 and f[1].startswith("./"))
+
+    specs = {"3-257": range(3, 258), "1 5 9-12 300": [1, 5, 9, 10, 11, 12, 300],
+             "100-199": range(100, 200), "7-7": [7], "5-3 7": [7], "40-49": range(40, 50)}
+    blocks = answers(*(f"C {spec}" for spec in specs), "C =1", "C =6")
+    assert len(blocks) == len(specs) + 3 and blocks[-1] == [""]  # "" after the last END
+    for block, indices in zip(blocks, [*specs.values(), specs["3-257"], specs["40-49"]]):
+        assert got(block) == expected(indices)
+    for bad in ("1-2-3", "-3", "3-", "x", "=9", "1 =1"):
+        proc = subprocess.run(
+            [*argv, "-c", remote.REMOTE_SCRIPT, "syncmail-remote", str(maildir), "202601010000"],
+            input=f"C 1-3\nC {bad}\nQ\n".encode(), capture_output=True, timeout=60)
+        assert proc.stdout.endswith(b"END\nE bad request\n"), (bad, proc.stdout[-80:])
+        assert proc.returncode == 3
