@@ -224,15 +224,18 @@ def deliver(maildir: str, source: "Source", *, name: "str | None" = None,
 
 
 def stage(batch: "Batch", maildir: str, source: "Source", *, name: str,
-          subdir: str = "new", mtime: "float | None" = None) -> "Staged":
+          subdir: str = "new", mtime: "float | None" = None,
+          checked: bool = False) -> "Staged":
     """deliver() in steps, for many messages at once: write `source` in
     `maildir`/tmp for `maildir`/`subdir`/`name` through `batch`
     (durable.Batch); after batch.sync(), durable.publish() links it into
     place and the caller fsyncs `subdir`.  Raises as deliver() does,
-    except FileExistsError, which publish() raises."""
+    except FileExistsError, which publish() raises.  `checked`: the
+    caller has passed `name` through check_message_name already."""
     if subdir not in ("new", "cur"):
         raise ValueError(f"subdir must be 'new' or 'cur', not {subdir!r}")
-    check_message_name(name)
+    if not checked:
+        check_message_name(name)
     return batch.stage(paths.join(maildir, subdir), name, source,
                        tmp_dir=paths.join(maildir, "tmp"), mode=0o600, mtime=mtime)
 

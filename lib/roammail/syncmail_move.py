@@ -685,7 +685,8 @@ class Mover:
     def _stage(self, name: str, member, stream, staging: durable.Batch, session):
         """Stage one message where the rules say: a _Copy; True if it is
         discarded (or only shown, in a dry run); a _Left if it must stay
-        on the server."""
+        on the server.  `name` is a listed one that plan_listing let
+        through: its check (maildir.check_message_name) is not repeated."""
         size = member.size
         # The message, or its first WHOLE_MESSAGE_BYTES (HEAD_LIMIT: all of
         # the header section that rules match), in one read; a cut stream
@@ -726,11 +727,12 @@ class Mover:
                          action.target)
             else:
                 # The archive copy first: the inbox copy is what marks it done.
-                archive = maildir.stage(staging, action.target, data, name=name, mtime=mtime)
+                archive = maildir.stage(staging, action.target, data, name=name, mtime=mtime,
+                                        checked=True)
                 if whole is None:
                     data = durable.reopen(archive)  # closed below
         try:
-            inbox = maildir.stage(staging, dest, data, name=name, mtime=mtime)
+            inbox = maildir.stage(staging, dest, data, name=name, mtime=mtime, checked=True)
         except BaseException:
             if archive is not None:
                 durable.abandon(archive)
