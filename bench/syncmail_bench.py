@@ -13,6 +13,7 @@ to an empty local maildir with, in one run and in turn:
     --safe-links --one-file-system --recursive --times host:Maildir/new/ new/
     (the blog's command: no fsync),
   - the same with --fsync (rsync >= 3.2.3).
+--rounds N times each (1; --quick: 3).
 Then, once every contender has moved its messages, runs that find
 nothing new: --empty-runs N of them (5) per contender and round, the
 contenders in turn.  Prints median wall times and ratios.  Targets:
@@ -121,7 +122,8 @@ def main() -> int:
     parser.add_argument("--prefix")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--messages", type=int)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int,
+                        help="rounds, each moving everything once per contender [1; --quick: 3]")
     parser.add_argument("--dir", help="where the maildirs are (default: $TMPDIR)")
     parser.add_argument("--link", help="MS,MBIT: a slow link (slowlink.py)")
     parser.add_argument("--baseline", help="another prefix whose syncmail runs too")
@@ -137,6 +139,8 @@ def main() -> int:
             raise BenchError(f"--link wants MS,MBIT (25,20), not {opts.link!r}") from None
         link = (delay_ms, mbit)
     count = opts.messages or (1000 if opts.quick else 10_000)
+    # A quick run is short: one sample each could not tell 10% apart.
+    opts.rounds = opts.rounds or (3 if opts.quick else 1)
     prefix = resolve_prefix(opts.prefix)
     syncmail = str(installed_tools(prefix, ["syncmail"])["syncmail"])
     baseline = None
