@@ -31,7 +31,7 @@ die() { echo "$prog: $*" >&2; exit 1; }
 DEBS="openssh-server openssh-client isync bsd-mailx dma mandoc bats extsmail
 msmtp swaks neomutt git-email python3-venv iproute2 procps man-db
 libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace
-libarchive-tools pax dovecot-imapd openssl
+libarchive-tools pax dovecot-imapd openssl e2fsprogs
 debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
 python3-wheel dpkg-dev lintian bash-completion"
 # The user the test Dovecot (tests/peers/dovecot.py) runs as when we are root.
