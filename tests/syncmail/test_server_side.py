@@ -110,11 +110,13 @@ def test_the_remote_program_names_exactly_the_files_of_each_spec(tmp_path, shell
         (maildir / "new" / name).write_bytes(b"x" * i)
     listed = sorted(names)  # the shell's glob order, LC_ALL=C: index N is listed[N - 1]
 
-    def answers(*requests: str) -> list[list[str]]:
-        proc = subprocess.run(
+    def program(requests: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
             [*argv, "-c", remote.REMOTE_SCRIPT, "syncmail-remote", str(maildir), "202601010000"],
-            input="".join(r + "\n" for r in requests).encode() + b"Q\n",
-            capture_output=True, timeout=60)
+            input=requests.encode(), capture_output=True, timeout=60)
+
+    def answers(*requests: str) -> list[list[str]]:
+        proc = program("".join(r + "\n" for r in requests) + "Q\n")
         text = proc.stdout.rsplit(b"\0", 1)[1].decode()
         return [block.split("\n") for block in text.split("END\n")]
 
@@ -135,8 +137,6 @@ def test_the_remote_program_names_exactly_the_files_of_each_spec(tmp_path, shell
     for block, indices in zip(blocks, [*specs.values(), specs["3-257"], specs["40-49"]]):
         assert got(block) == expected(indices)
     for bad in ("1-2-3", "-3", "3-", "x", "=9", "1 =1"):
-        proc = subprocess.run(
-            [*argv, "-c", remote.REMOTE_SCRIPT, "syncmail-remote", str(maildir), "202601010000"],
-            input=f"C 1-3\nC {bad}\nQ\n".encode(), capture_output=True, timeout=60)
+        proc = program(f"C 1-3\nC {bad}\nQ\n")
         assert proc.stdout.endswith(b"END\nE bad request\n"), (bad, proc.stdout[-80:])
         assert proc.returncode == 3
