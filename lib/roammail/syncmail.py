@@ -320,30 +320,64 @@ def _sha256_hex(data: bytes) -> str:
     return sha256(data).hexdigest()
 
 
-def source_key(source: Source) -> str:
-    if source.path:
-        return source.name
-    digest = _sha256_hex(f"{source.host}:{source.remote}\0{source.local}".encode(
-        "utf-8", "surrogateescape"))[:16]
-    return f"oneshot-{digest}"
+# A file name's limit in bytes (NAME_MAX of Linux's file systems).
+NAME_MAX = 255
+# Characters of a source's name kept in a hashed state file name.
+STATE_HINT_CHARS = 40
+# What a name syncmail.conf accepts is made of (config.py's identifiers).
+_NAME_CHARS = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
-def lock_source(key: str) -> int:
+def state_name(source: Source, suffix: str) -> str:
+    """The name, in state_dir(), of the source's state file ending in
+    `suffix` (".journal", ".lock", ".hooks.log"; syncmail.conf(5)).
+
+    A configured source's file is NAME+SUFFIX, as it always was, when NAME
+    is made of [A-Za-z0-9_] (as every name the config accepts is) and that
+    fits in NAME_MAX bytes.  Otherwise (a longer name; any other
+    character: "/", a leading dot, control or non-UTF-8 characters) it is
+    HINT-HASH+SUFFIX: HINT the name's first STATE_HINT_CHARS characters,
+    each outside [A-Za-z0-9_] made "_"; HASH the first 32 hex digits of
+    the SHA-256 of the whole name.  Stable from run to run, short, and
+    unlike any NAME+SUFFIX (which has no "-").  The one-shot form's files
+    are oneshot-HASH+SUFFIX (16 digits of the hash of host, remote and
+    local maildir)."""
+    if not source.path:
+        digest = _sha256_hex(f"{source.host}:{source.remote}\0{source.local}".encode(
+            "utf-8", "surrogateescape"))[:16]
+        return f"oneshot-{digest}{suffix}"
+    name = source.name
+    if (name and all(c in _NAME_CHARS for c in name)
+            and len(name) + len(suffix.encode("utf-8", "surrogateescape")) <= NAME_MAX):
+        return name + suffix
+    hint = "".join(c if c in _NAME_CHARS else "_" for c in name[:STATE_HINT_CHARS])
+    digest = _sha256_hex(name.encode("utf-8", "surrogatepass"))[:32]
+    return f"{hint or 'source'}-{digest}{suffix}"
+
+
+def state_path(source: Source, suffix: str) -> str:
+    return os.path.join(state_dir(), state_name(source, suffix))
+
+
+def lock_source(source: Source) -> int:
     import errno
     import fcntl
 
+    from .errors import IOFailure
+
     directory = state_dir()
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, key + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    path = os.path.join(directory, state_name(source, ".lock"))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise IOFailure(f"cannot open {path}: {exc.strerror or exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise _Busy() from None
-        from .errors import IOFailure
-
         raise IOFailure(f"cannot lock {path}: {exc.strerror}") from exc
     return fd
 
@@ -380,12 +414,12 @@ def run_one(source: Source, args: dict, logs: Logs, batch: int = BATCH_MESSAGES)
     dry_run = bool(args["--dry-run"])
     started = time.monotonic()
     try:
-        lock_fd = lock_source(source_key(source))
+        lock_fd = lock_source(source)
     except _Busy:
         logs.log.error("%s: another syncmail is moving this source's mail", label)
         return EXIT_TEMPFAIL
     try:
-        hook_log = os.path.join(state_dir(), source_key(source) + ".hooks.log")
+        hook_log = state_path(source, ".hooks.log")
         env = {"ROAMMAIL_HOOK_LOG": hook_log, "ROAMMAIL_SSH_HOST": source.host}
         if not dry_run:
             for res in hookdirs.run_hooks(hook_base, "pre", "pull", endpoint, 0,
@@ -426,7 +460,7 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
     log = logs.log
     from .syncmail_move import Mover
 
-    journal = os.path.join(state_dir(), source_key(source) + ".journal")
+    journal = state_path(source, ".journal")
     mover = Mover(source, label, journal, dry_run, batch, logs.terminal)
     status = EXIT_OK
     try:
