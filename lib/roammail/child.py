@@ -2,7 +2,8 @@
 
 `run_child` starts a command (an argument vector, never a shell line built
 from data) in its own session and process group, feeds it its stdin (bytes,
-or a binary file object streamed in chunks), collects its stderr (the first
+or a binary file object: a regular file is handed over as the child's stdin
+itself, anything else streamed in chunks), collects its stderr (the first
 `stderr_limit` bytes, counting the rest) and optionally its stdout, and
 pumps all three at once with non-blocking descriptors, so that a child
 flooding stderr while not reading its input cannot deadlock us.  It stops a
@@ -18,6 +19,13 @@ Contracts:
   after the child's group has been killed and the child reaped.
 - A child being killed never sees EOF on its stdin before it is dead, so a
   sendmail killed half-way cannot mistake a partial message for a whole one.
+- A regular file given as stdin (a spool file positioned at its message)
+  is not pumped through a pipe: its bytes from that position on are copied
+  into a sealed memory file (memfd) that becomes the child's stdin.  The
+  child then reads exactly those bytes, to their real end, even if we are
+  killed while it reads: end-of-input can never come early.  Its reading
+  is progress for the stall timeout (we watch the offset we share with
+  it), and `stdin_complete` says that it read up to the end.
 - After the main child exits we drain its pipes for at most
   DRAIN_AFTER_EXIT seconds: a grandchild that keeps them open (an ssh
   ControlPersist master, say) does not keep us waiting, and is left alone.
@@ -28,10 +36,11 @@ zombie; return while a child it was asked to kill may still be running
 without having sent it SIGKILL.
 
 Relies on SIGPIPE being ignored (Python's default), so that writing to a
-child that went away is EPIPE, not death.  `stdin_complete` means every byte
-went into the pipe and the pipe was closed: a child that exits without
-reading what still sat in the pipe buffer is not detected; its exit status
-is the authority there.
+child that went away is EPIPE, not death.  For a pipe, `stdin_complete`
+means every byte went into the pipe and the pipe was closed: a child that
+exits without reading what still sat in the pipe buffer is not detected;
+its exit status is the authority there.  For a regular file it means the
+child's offset reached the end of the file at some point.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import os
 import select
 import selectors
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -255,6 +265,106 @@ class _Input:
         self._pending = self._pending[count:]
 
 
+class _FileInput:
+    """A file handed to the child as its stdin, and how far it read.
+
+    `fd` is an open file description of this child's own (nothing the child
+    does with its offset moves the caller's, nor a later child's), holding
+    the input from its current offset to its end.  The child gets a copy
+    of it as fd 0; we keep `fd` to read the offset they share.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.last = self.furthest = os.lseek(fd, 0, os.SEEK_CUR)
+
+    def moved(self) -> bool:
+        """True when the child's offset changed since the last call."""
+        try:
+            where = os.lseek(self.fd, 0, os.SEEK_CUR)
+        except OSError:
+            return False
+        if where == self.last:
+            return False
+        self.last = where
+        self.furthest = max(self.furthest, where)
+        return True
+
+    @property
+    def complete(self) -> bool:
+        self.moved()
+        return self.furthest >= self.size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _regular_file(source: StdinSource) -> _FileInput | None:
+    """A _FileInput for a file object on a regular file, else None.
+
+    The bytes from the file object's place to the file's end are copied,
+    in the kernel, into a sealed memory file (memfd): the child may seek in
+    its stdin, fstat it or read it twice and sees exactly those bytes, and
+    nothing of the file before them (a spool file's header).  Where there
+    is no memfd, the file is reopened read-only, positioned at that place.
+    """
+    if source is None or isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    try:
+        fd = source.fileno()
+        st = os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    position = source.tell()  # the reader's place, its read-ahead counted
+    own = _memory_copy(fd, position, st.st_size)
+    try:
+        if own is None:
+            try:
+                own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                own = os.dup(fd)  # shares the offset with `source`, which we leave alone
+            os.lseek(own, position, os.SEEK_SET)
+        return _FileInput(own, os.fstat(own).st_size)
+    except BaseException:
+        if own is not None:
+            os.close(own)
+        raise
+
+
+def _memory_copy(fd: int, start: int, end: int) -> int | None:
+    """A sealed memfd holding bytes start..end of `fd`, at offset 0; None
+    where memfd_create is missing."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None:
+        return None
+    try:
+        mem = memfd_create("roammail-stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError:
+        return None
+    try:
+        offset = start
+        while offset < end:
+            sent = os.sendfile(mem, fd, offset, min(end - offset, 1 << 30))
+            if sent == 0:  # the file shrank: hand over what is there
+                break
+            offset += sent
+        import fcntl
+
+        fcntl.fcntl(mem, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_SEAL)
+        os.lseek(mem, 0, os.SEEK_SET)
+        return mem
+    except BaseException:
+        os.close(mem)
+        raise
+
+
 def run_child(
     argv: list[str],
     stdin: StdinSource = None,
@@ -279,10 +389,30 @@ def run_child(
     argv = [os.fspath(a) for a in argv]
     if not argv:
         raise ValueError("run_child: empty argv")
+    infile = _regular_file(stdin)
+    try:
+        return _start(argv, stdin, infile, stall_timeout=stall_timeout, grace=grace,
+                      capture_stdout=capture_stdout, env=env, cwd=cwd,
+                      stderr_limit=stderr_limit, should_abort=should_abort)
+    finally:
+        if infile is not None:
+            infile.close()
+
+
+def _start(argv: list[str], stdin: StdinSource, infile: _FileInput | None, *,
+           stall_timeout: float | None, grace: float, capture_stdout: bool,
+           env: Mapping[str, str] | None, cwd: str | os.PathLike[str] | None,
+           stderr_limit: int, should_abort: Callable[[], bool] | None) -> ChildResult:
+    if infile is not None:
+        child_stdin: int = infile.fd
+    elif stdin is None:
+        child_stdin = subprocess.DEVNULL
+    else:
+        child_stdin = subprocess.PIPE
     try:
         proc = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdin=child_stdin,
             stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
@@ -299,19 +429,21 @@ def run_child(
             error=f"could not run {argv[0]}: {exc.strerror or exc}{where}",
             start_errno=exc.errno,
         )
-    return _Pump(proc, argv, _Input(stdin), stdin is None, stall_timeout, grace,
-                 stderr_limit, should_abort).run()
+    return _Pump(proc, argv, _Input(None if infile is not None else stdin), infile,
+                 stdin is None, stall_timeout, grace, stderr_limit, should_abort).run()
 
 
 class _Pump:
     """The event loop of one run_child call."""
 
     def __init__(self, proc: subprocess.Popen, argv: list[str], source: _Input,
-                 no_stdin: bool, stall_timeout: float | None, grace: float,
-                 stderr_limit: int, should_abort: Callable[[], bool] | None) -> None:
+                 infile: _FileInput | None, no_stdin: bool, stall_timeout: float | None,
+                 grace: float, stderr_limit: int,
+                 should_abort: Callable[[], bool] | None) -> None:
         self.proc = proc
         self.argv = argv
         self.source = source
+        self.infile = infile
         self.stall_timeout = stall_timeout
         self.grace = grace
         self.stderr_limit = stderr_limit
@@ -341,6 +473,8 @@ class _Pump:
                 self.sel.register(proc.stdout, selectors.EVENT_READ)
             self.sel.register(proc.stderr, selectors.EVENT_READ)
             self._loop()
+            if self.infile is not None:
+                self.stdin_complete = self.infile.complete
             self._close_pipes(keep_stdin=True)
             if self.kill_deadline is not None and not self.killed_hard:
                 # The main child is dead; make sure the rest of its group is
@@ -409,6 +543,8 @@ class _Pump:
                 timeout = min(timeout, last_progress + self.stall_timeout - now)
             timeout = max(timeout, 0.0)
 
+            if self.infile is not None and exited_at is None and self.infile.moved():
+                last_progress = now  # the child reads its stdin file
             if not self.sel.get_map():
                 if exited_at is None:
                     self._wait_exit(timeout)

@@ -308,12 +308,9 @@ def test_batch_mode_ignores_timeout(ext_home):
 
 
 def test_exit_0_without_reading_the_message_is_a_failure(ext_home):
-    # child.py can tell that an external did not read its input only when
-    # bytes are still unwritten when it exits: a 1 MB message is far more
-    # than a pipe buffer (64 KiB), so this case is always detected.  (A
-    # message small enough to sit in the pipe buffer, left unread by an
-    # external that exits 0, cannot be told from a sent one: its exit
-    # status is the authority there.)
+    # The external reads the message from a file of its own, so child.py
+    # sees how far it read: a message left unread is told from a sent one,
+    # large (here) or small (test_extsmaild_killed.py).
     lazy = script(ext_home, "lazy", "exit 0\n")
     ext_home.write_externals(f'group {{ external lazy {{ sendmail = "{lazy}" }} }}')
     body = b"x" * (MB - 1) + b"\n"
