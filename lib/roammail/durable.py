@@ -254,7 +254,7 @@ def _check_names(name: str, source: object, tmp_prefix: str) -> None:
 def stage(directory: str, name: str, source: "Source", *,
           tmp_dir: "str | None" = None, tmp_prefix: str = ".tmp.",
           mode: int = 0o600, mtime: "float | None" = None, sync: bool = True,
-          unnamed: bool = False) -> "Staged":
+          unnamed: bool = False, lock: bool = False) -> "Staged":
     """Write all of `source` to a fresh temporary file for `directory`/`name`.
 
     The file is made in `tmp_dir` (same file system as `directory`) or
@@ -262,7 +262,10 @@ def stage(directory: str, name: str, source: "Source", *,
     stays open until publish() or abandon()), else named `tmp_prefix`...;
     created with `mode` (less the umask), written fully, given `mtime` if
     set, and fsynced if `sync`; without `sync` a Batch must make it durable
-    before publish().  Raises as write_durably does, after removing the
+    before publish().  With `lock`, a named temporary file carries a POSIX
+    record lock (lockf) for as long as it is being written: `being_written`
+    tells a cleaner of `tmp_dir` to leave it alone, and a killed writer's
+    lock goes with it.  Raises as write_durably does, after removing the
     temporary file.
     """
     _check_names(name, source, tmp_prefix)
@@ -271,6 +274,11 @@ def stage(directory: str, name: str, source: "Source", *,
     fd = _open_unnamed(temp_dir, mode) if unnamed else None
     if fd is None:
         temp, fd = _create_temp(temp_dir, tmp_prefix, name, mode)
+        if lock:
+            try:
+                posix.lockf(fd, posix.F_TLOCK, 0)
+            except OSError:
+                pass  # no locks here (ENOLCK): the cleaner's age rule still holds
     else:
         temp = None
     closed = False
@@ -300,6 +308,26 @@ def stage(directory: str, name: str, source: "Source", *,
             raise _failure("write", final, exc) from exc
         raise
     return Staged(temp, final, sync, fd if temp is None else None)
+
+
+def being_written(path: str) -> bool:
+    """True when a writer holds the lock of stage(lock=True) on `path`.
+
+    False for a file nobody locks (its writer finished or was killed), or
+    that is gone.
+    """
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK
+                        | posix.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        posix.lockf(fd, posix.F_TEST, 0)
+        return False
+    except OSError as exc:
+        return exc.errno in (errno.EACCES, errno.EAGAIN)
+    finally:
+        posix.close(fd)
 
 
 def reopen(staged: "Staged"):
@@ -517,7 +545,8 @@ class Batch:
 def write_durably(directory: str, name: str, source: "Source", *,
                   tmp_dir: "str | None" = None, tmp_prefix: str = ".tmp.",
                   mode: int = 0o600, mtime: "float | None" = None,
-                  overwrite: bool = False, sync_directory: bool = True) -> str:
+                  overwrite: bool = False, sync_directory: bool = True,
+                  lock: bool = False) -> str:
     """Write `source` durably to `directory`/`name`; return that path.
 
     `source` is bytes, a binary file object (read to its end) or an iterable
@@ -534,12 +563,14 @@ def write_durably(directory: str, name: str, source: "Source", *,
     temporary file.  A RoammailError raised by the source passes through
     unchanged, also after removing the temporary file.
 
+    `lock`: see stage().
+
     With sync_directory=False the final fsync of `directory` is left to
     the caller, who batches it (fsync_dir) and must do it before relying
     on the name.
     """
     final = publish(stage(directory, name, source, tmp_dir=tmp_dir, tmp_prefix=tmp_prefix,
-                          mode=mode, mtime=mtime, sync=True), overwrite=overwrite)
+                          mode=mode, mtime=mtime, sync=True, lock=lock), overwrite=overwrite)
     # The temporary directory is not fsynced: after a crash the temporary
     # name may come back, as litter beside a complete file, which the
     # owners of tmp/ directories clean up (maildir's 36-hour rule).

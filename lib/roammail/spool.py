@@ -31,7 +31,7 @@ import posix
 import stat
 
 from . import paths
-from .durable import fsync_dir, write_durably
+from .durable import being_written, fsync_dir, write_durably
 from .errors import EX_CANTCREAT, DataError, IOFailure, RoammailError
 from .maildir import unique_name
 
@@ -137,7 +137,7 @@ def enqueue(spool_dir: str, args: "list[bytes]", message: "BinaryIO") -> "str | 
     tmp = _subdir(spool_dir, TMP)
     source = _chunks(encode_header(args) + first, message)
     try:
-        return write_durably(msgs, unique_name(), source, tmp_dir=tmp, mode=0o600)
+        return write_durably(msgs, unique_name(), source, tmp_dir=tmp, mode=0o600, lock=True)
     except FileExistsError:
         # The name holds the pid, a counter and randomness: a clash means
         # something else writes here.  Never overwrite a queued message.
@@ -357,16 +357,21 @@ def acquire_instance_lock(spool_dir: str) -> "int | None":
     return fd
 
 
-# A temporary file this old is left over from a killed extsmail: no enqueue
-# takes that long (the maildir convention's 36 hours).
-STALE_TEMPORARY_SECONDS = 36 * 3600
+# A temporary file nobody writes (no writer holds its lock) and untouched
+# for this long is left over from a killed extsmail.  The lock, not the
+# age, tells a file being written (however slowly its message arrives)
+# from litter; the age only covers the instant between the writer closing
+# the file and linking it into msgs/, and files of writers without locks.
+STALE_TEMPORARY_SECONDS = 3600
 
 
 def remove_stale_temporaries(spool_dir: str, now: float) -> "list[str]":
-    """Remove tmp/ files older than STALE_TEMPORARY_SECONDS; return their paths.
+    """Remove the tmp/ files that are litter; return their paths.
 
-    They are what a killed extsmail left behind; never a queued message
-    (those live in msgs/ only).
+    Litter: a regular file (or symlink) that no writer holds locked and
+    that was not modified for STALE_TEMPORARY_SECONDS.  They are what a
+    killed extsmail left behind; never a queued message (those live in
+    msgs/ only), never a file being written.
     """
     tmp = paths.join(spool_dir, TMP)
     removed = []
@@ -375,9 +380,12 @@ def remove_stale_temporaries(spool_dir: str, now: float) -> "list[str]":
             for entry in it:
                 try:
                     st = entry.stat(follow_symlinks=False)
-                    if now - st.st_mtime > STALE_TEMPORARY_SECONDS:
-                        posix.unlink(entry.path)
-                        removed.append(entry.path)
+                    if stat.S_ISDIR(st.st_mode) or now - st.st_mtime < STALE_TEMPORARY_SECONDS:
+                        continue
+                    if stat.S_ISREG(st.st_mode) and being_written(entry.path):
+                        continue
+                    posix.unlink(entry.path)
+                    removed.append(entry.path)
                 except OSError:
                     continue
     except OSError:

@@ -29,7 +29,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from peers.require import require_root
-from roammail import spool
+from roammail import durable, spool
 from roammail.errors import DataError, IOFailure
 from roammail.spool import (
     SpoolError,
@@ -616,3 +616,39 @@ def test_stale_temporaries_are_removed_and_fresh_ones_and_messages_kept(tmp_path
     removed = spool.remove_stale_temporaries(str(spool_dir), now)
     assert removed == [str(old)]
     assert not old.exists() and fresh.exists() and queued.exists()
+
+
+def test_a_temporary_being_written_is_kept_however_old(tmp_path):
+    # The writer's lock (durable.stage(lock=True), as enqueue takes it) is
+    # held by another process here: a real writer, not this one, since
+    # POSIX record locks are per process.
+    spool_dir = tmp_path / "spool"
+    spool.check_spool_dir(str(spool_dir), create=True)
+    (spool_dir / "tmp").mkdir(mode=0o700)
+    writing = spool_dir / "tmp" / ".tmp.writing"
+    left = spool_dir / "tmp" / ".tmp.left"
+    left.write_bytes(b"v1\n0\npartial")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, sys\n"
+         f"fd = os.open({str(writing)!r}, os.O_WRONLY | os.O_CREAT, 0o600)\n"
+         "os.lockf(fd, os.F_TLOCK, 0)\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        long_ago = time.time() - spool.STALE_TEMPORARY_SECONDS - 60
+        for path in (writing, left):
+            os.utime(path, (long_ago, long_ago))
+        assert durable.being_written(str(writing))
+        assert not durable.being_written(str(left))
+        removed = spool.remove_stale_temporaries(str(spool_dir), time.time())
+        assert removed == [str(left)]
+        assert writing.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    # Its writer gone, the same file is litter.
+    assert not durable.being_written(str(writing))
+    assert spool.remove_stale_temporaries(str(spool_dir), time.time()) == [str(writing)]
