@@ -70,7 +70,7 @@ if [ ! -x "$venv/bin/python3" ]; then
 fi
 "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
     --upgrade -e "$top[test]" 2>&1 | grep -v 'is ignored: it is neither' >&2 || true
-"$venv/bin/python3" -c 'import pytest, pytest_shell, hypothesis, aiosmtpd, docopt, plumbum, daemon, inotify_simple' ||
+"$venv/bin/python3" -c 'import pytest, pytest_shell, hypothesis, aiosmtpd, docopt, daemon, inotify_simple' ||
     die "the test virtualenv is incomplete: pip could not install the test dependencies"
 
 prefix=$top/.test-prefix
