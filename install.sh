@@ -94,7 +94,7 @@ if [ "$uninstall" = yes ]; then
     rm -f "$manifest" "$manifest.dirs"
     rmdir "$datadir" "$root/lib/roammail" 2>/dev/null || true
     printf '%s\n' "$made" | while IFS= read -r dir; do
-        [ -n "$dir" ] && rmdir "$root/$dir" 2>/dev/null || true
+        if [ -n "$dir" ]; then rmdir "$root/$dir" 2>/dev/null || true; fi
     done
     echo "$prog: removed roammail from $root"
     exit 0

@@ -11,7 +11,8 @@
 #    pytest-shell, hypothesis, aiosmtpd, ruff, and roammail itself).
 # 3. Installs roammail with ./install.sh into .test-prefix, so black-box
 #    tests run the launchers a user would run (ROAMMAIL_PREFIX).
-# 4. Runs ruff, mandoc -Tlint on every man page, and pytest.
+# 4. Runs ruff, shellcheck (hooks and scripts), mandoc -Tlint on every man
+#    page, and pytest (each test under a time limit: a hang fails it).
 # 5. As root, for a whole-suite run (no PYTEST-ARGS): builds the .deb from
 #    the tracked files (dpkg-buildpackage -us -uc -b), checks it with
 #    lintian (no error allowed), installs it with apt into the system (it
@@ -31,7 +32,7 @@ die() { echo "$prog: $*" >&2; exit 1; }
 DEBS="openssh-server openssh-client isync bsd-mailx dma mandoc bats extsmail
 msmtp swaks neomutt git-email python3-venv iproute2 procps man-db
 libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace
-libarchive-tools pax dovecot-imapd openssl e2fsprogs
+libarchive-tools pax dovecot-imapd openssl e2fsprogs shellcheck
 debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
 python3-wheel dpkg-dev lintian bash-completion"
 # The user the test Dovecot (tests/peers/dovecot.py) runs as when we are root.
@@ -69,8 +70,8 @@ if [ ! -x "$venv/bin/python3" ]; then
     "$python" -m venv "$venv" || die "cannot create $venv (Debian: apt-get install python3-venv)"
 fi
 "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
-    --upgrade -e "$top[test]" 2>&1 | grep -v 'is ignored: it is neither' >&2 || true
-"$venv/bin/python3" -c 'import pytest, pytest_shell, hypothesis, aiosmtpd, docopt, daemon, inotify_simple' ||
+    --upgrade -e "${top}[test]" 2>&1 | grep -v 'is ignored: it is neither' >&2 || true
+"$venv/bin/python3" -c 'import pytest, pytest_shell, pytest_timeout, hypothesis, aiosmtpd, docopt, daemon, inotify_simple' ||
     die "the test virtualenv is incomplete: pip could not install the test dependencies"
 
 prefix=$top/.test-prefix
@@ -80,7 +81,15 @@ ROAMMAIL_PREFIX=$prefix
 export ROAMMAIL_PREFIX
 
 say "ruff"
-"$venv/bin/ruff" check -q lib tests $( [ -d bench ] && echo bench ) || die "ruff found problems"
+"$venv/bin/ruff" check -q lib tests bench || die "ruff found problems"
+
+if command -v shellcheck >/dev/null 2>&1; then
+    say "shellcheck"
+    shellcheck hooks/mail-on-failure hooks/persistent-ssh install.sh test.sh .ci/run ||
+        die "shellcheck found problems"
+elif [ "${CI:-}" = true ]; then
+    die "shellcheck is missing"
+fi
 
 if command -v mandoc >/dev/null 2>&1; then
     say "mandoc -Tlint"
