@@ -32,7 +32,7 @@ from .errors import RoammailError, TempFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Iterable, Optional, Sequence
+    from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 EX_PROTOCOL = 76  # sysexits: remote error in protocol (TLS refused)
 EX_NOPERM = 77    # sysexits: permission denied (credentials refused)
@@ -44,9 +44,54 @@ MAX_RESPONSE = 4 << 20  # bytes
 READ_LIMIT = 1 << 20  # bytes
 # How long a tunnel command has to end after its input closed and SIGTERM.
 TUNNEL_STOP_GRACE = 2.0  # seconds
+# A polite goodbye (DONE, LOGOUT) takes a round trip or two; a link that
+# needs longer is not worth waiting for when told to stop.
+LOGOUT_GRACE = 2.0  # seconds
 # Synchronizing literals up to this size may go without waiting for "+"
 # when the server announces LITERAL- (RFC 7888).
 LITERAL_MINUS_MAX = 4096  # bytes
+
+
+# ------------------------------------------------------------ deadlines
+
+
+async def within(awaitable: Awaitable, seconds: float) -> Any:
+    """`await awaitable` for at most `seconds`: its result, else it is
+    cancelled and asyncio.TimeoutError raised.
+
+    asyncio.wait_for, except that a cancellation of the caller is never
+    lost: before Python 3.12 wait_for returns the result instead when the
+    awaitable finished in the same turn of the loop as the cancel came, and
+    a task told to stop (a signal, the reader gone) then runs on.
+    """
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=seconds)
+    except asyncio.CancelledError:
+        inner.cancel()
+        raise
+    if not done:
+        inner.cancel()
+        await asyncio.wait({inner})  # it ends at once: nothing runs on after the timeout
+        raise asyncio.TimeoutError
+    return inner.result()
+
+
+async def run_to_end(awaitable: Awaitable) -> Any:
+    """`await awaitable`, letting it finish even if the caller is cancelled
+    meanwhile (the cancellation is raised once it has): for clean-up that
+    must not stop half way, such as closing a connection and ending its
+    tunnel command.  The awaitable must be bounded in time itself."""
+    inner = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while not inner.done():
+        try:
+            await asyncio.wait({inner})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return inner.result()
 
 
 class LinkError(TempFailure):
@@ -475,7 +520,7 @@ class ImapConnection:
             connect = asyncio.open_connection(sock=sock, **kwargs)
         else:
             connect = asyncio.open_connection(ep.host, ep.port, **kwargs)
-        self._reader, self._writer = await asyncio.wait_for(connect, self.timeout)
+        self._reader, self._writer = await within(connect, self.timeout)
         self._start_reader(expect_greeting=sock is None)
 
     async def _open_tunnel(self, command: str) -> None:
@@ -490,10 +535,10 @@ class ImapConnection:
         that not one byte sent after the server's OK is read as plaintext."""
         ep = self.endpoint
         loop = asyncio.get_running_loop()
-        sock = await asyncio.wait_for(self._plain_socket(loop), self.timeout)
+        sock = await within(self._plain_socket(loop), self.timeout)
         try:
             plain = _PlainSocket(sock, loop)
-            greeting = parse_response(await asyncio.wait_for(plain.line(), self.timeout))
+            greeting = parse_response(await within(plain.line(), self.timeout))
             if greeting.kind == "PREAUTH":
                 raise TlsError(f"{ep.label}: the server skipped authentication (PREAUTH) "
                                "before STARTTLS: refusing to go on without TLS")
@@ -501,7 +546,7 @@ class ImapConnection:
             if "STARTTLS" not in self.capabilities:
                 await plain.send(b"S0 CAPABILITY\r\n")
                 while True:
-                    response = parse_response(await asyncio.wait_for(plain.line(), self.timeout))
+                    response = parse_response(await within(plain.line(), self.timeout))
                     if response.kind == "CAPABILITY":
                         self.capabilities = capabilities_of(response.data)
                     if response.tag == "S0":
@@ -510,7 +555,7 @@ class ImapConnection:
                 raise TlsError(f"{ep.label}: the server does not offer STARTTLS")
             await plain.send(b"S1 STARTTLS\r\n")
             while True:
-                response = parse_response(await asyncio.wait_for(plain.line(), self.timeout))
+                response = parse_response(await within(plain.line(), self.timeout))
                 if response.tag == "S1":
                     break
             if response.kind != "OK":
@@ -665,7 +710,7 @@ class ImapConnection:
 
     async def _wait(self, future: asyncio.Future, what: str) -> Response:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            return await within(asyncio.shield(future), self.timeout)
         except asyncio.TimeoutError:
             exc = LinkError(f"{self.endpoint.label}: no answer to {what} within "
                             f"{self.timeout:g} s")
@@ -684,7 +729,7 @@ class ImapConnection:
         assert self._writer is not None
         try:
             self._writer.write(data)
-            await asyncio.wait_for(self._writer.drain(), self.timeout)
+            await within(self._writer.drain(), self.timeout)
         except asyncio.TimeoutError:
             exc = LinkError(f"{self.endpoint.label}: cannot send within {self.timeout:g} s")
             self._fail(exc)
@@ -827,17 +872,34 @@ class ImapConnection:
         raise AuthError(f"{label}: login refused: {response.text or response.kind}")
 
     async def idle_start(self) -> None:
-        """Send IDLE and wait for the server's "+"; CommandFailed if refused."""
+        """Send IDLE and wait for the server's "+"; CommandFailed if refused.
+
+        From the moment IDLE is sent, idle_done() is what ends it: a caller
+        cancelled while waiting for the "+" leaves the server in IDLE, and
+        logout() must say DONE before LOGOUT (the server would take LOGOUT
+        for a bad DONE, and leave it unanswered)."""
         tag = self._next_tag()
         future = asyncio.get_running_loop().create_future()
         self._pending[tag] = future
-        await self._await_continuation(f"{tag} IDLE\r\n".encode(), tag, "IDLE")
         self._idle_future = future
+        try:
+            await self._await_continuation(f"{tag} IDLE\r\n".encode(), tag, "IDLE")
+        except CommandFailed:
+            self._idle_future = None
+            raise
 
     async def idle_done(self) -> Response:
         """End IDLE (DONE) and wait for its tagged answer."""
         future, self._idle_future = self._idle_future, None
         assert future is not None, "idle_done() without idle_start()"
+        if self._continuation is not None:
+            # idle_start() did not see its "+" (it was cancelled): DONE
+            # may only follow it.
+            started = await self._wait(self._continuation, "IDLE")
+            self._continuation = None
+            self._continuation_tag = None
+            if started.tag != "+":
+                raise CommandFailed("IDLE", started)
         await self._send(b"DONE\r\n")
         response = await self._wait(future, "DONE")
         if response.kind != "OK":
@@ -847,25 +909,37 @@ class ImapConnection:
     # -- closing -------------------------------------------------------------
 
     async def logout(self) -> None:
-        """LOGOUT, briefly and best effort, then close."""
+        """End IDLE and LOGOUT, within LOGOUT_GRACE and best effort, then close."""
         if self.failure is None and self._writer is not None:
             try:
-                if self._idle_future is not None:
-                    await asyncio.wait_for(self.idle_done(), min(self.timeout, 2.0))
-                await asyncio.wait_for(self.command("LOGOUT"), min(self.timeout, 2.0))
-            except (RoammailError, asyncio.TimeoutError, OSError):
+                await within(self._goodbye(), min(self.timeout, LOGOUT_GRACE))
+            except asyncio.TimeoutError:
+                # A silent link: closing TLS politely would wait on it too.
+                self._writer.transport.abort()
+            except (RoammailError, OSError):
                 pass
         await self.close()
 
+    async def _goodbye(self) -> None:
+        if self._idle_future is not None:
+            try:
+                await self.idle_done()
+            except CommandFailed:
+                pass  # not in IDLE, then: LOGOUT is welcome
+        await self.command("LOGOUT")
+
     async def close(self) -> None:
-        """Close the link and end a tunnel command; never raises."""
+        """Close the link and end a tunnel command; never raises (but a
+        cancellation, once the link is closed all the same)."""
+        await run_to_end(self._close())
+
+    async def _close(self) -> None:
         task, self._reader_task = self._reader_task, None
         if task is not None and not task.done():
             task.cancel()
-            try:
-                await task
-            except BaseException:  # noqa: B036 - whatever it was, it is over
-                pass
+            # Its end, whatever it was; and a cancellation of the caller
+            # is not swallowed, as `await task` in a try would.
+            await asyncio.wait({task})
         if self.failure is None:
             self._fail(LinkError(f"{self.endpoint.label}: connection closed"))
         writer, self._writer = self._writer, None
@@ -875,7 +949,7 @@ class ImapConnection:
             except (OSError, RuntimeError):
                 pass
             try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await within(writer.wait_closed(), 1.0)
             except (OSError, RuntimeError, asyncio.TimeoutError, ssl.SSLError):
                 pass
         proc, self._proc = self._proc, None
@@ -905,7 +979,7 @@ async def _end_tunnel(proc: asyncio.subprocess.Process) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         try:
-            await asyncio.wait_for(proc.wait(), TUNNEL_STOP_GRACE if signum else 0.5)
+            await within(proc.wait(), TUNNEL_STOP_GRACE if signum else 0.5)
             break
         except asyncio.TimeoutError:
             continue

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from typing import Callable, Iterable, Optional
 
@@ -45,7 +47,9 @@ from .imap import (
     make_ssl_context,
     mutf7_decode,
     mutf7_encode,
+    run_to_end,
     server_mailbox,
+    within,
 )
 from .watch_imap_config import Account
 
@@ -58,6 +62,7 @@ SLEEP_CHECK = 5.0       # s between two looks at the clocks for a suspended mach
 SLEEP_THRESHOLD = 3.0   # s of suspension that make every link prove itself at once
 SECRET_TIMEOUT = 300.0  # s a pass_cmd or user_cmd may take (a pinentry prompt)
 NO_IDLE_POLL = 60.0     # s between polls when nothing can be IDLEd on and poll is 0
+LOOP_STOP_GRACE = 1.0   # s a cancelled connection loop may take to end (it takes none)
 
 # What NOTIFY asks for: everything that changes what mbsync would sync.
 NOTIFY_SET = ("NOTIFY", "SET",
@@ -140,11 +145,14 @@ async def run_secret_command(command: str, what: str) -> str:
     except OSError as exc:
         raise UnavailableError(f"cannot run {what}: {exc.strerror}") from None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), SECRET_TIMEOUT)
+        out, _ = await within(proc.communicate(), SECRET_TIMEOUT)
     except asyncio.TimeoutError:
-        proc.kill()
+        _kill_group(proc.pid)
         await proc.wait()
         raise UnavailableError(f"{what} gave no answer within {SECRET_TIMEOUT:g} s") from None
+    except asyncio.CancelledError:  # told to stop: the command must not outlive us
+        _kill_group(proc.pid)
+        raise
     if proc.returncode != 0:
         status = (f"exit status {proc.returncode}" if proc.returncode > 0
                   else f"killed by signal {-proc.returncode}")
@@ -153,6 +161,13 @@ async def run_secret_command(command: str, what: str) -> str:
     if not line:
         raise UnavailableError(f"{what} printed nothing")
     return line.decode("utf-8", "surrogateescape")
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class Credentials:
@@ -424,13 +439,17 @@ class Session:
         raise LinkError(f"{self.account.name}: the watch ended")  # not reached in practice
 
     async def close(self, polite: bool = False) -> None:
+        """Stop the loops and close every connection (logging out when
+        polite), to the end even if cancelled meanwhile."""
+        await run_to_end(self._close(polite))
+
+    async def _close(self, polite: bool) -> None:
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            try:
-                await task
-            except BaseException:  # noqa: B036 - each has failed or been cancelled
-                pass
+        if self.tasks:
+            # A cancelled loop ends at once; one that did not would end when
+            # its connection closes below.
+            await asyncio.wait(self.tasks, timeout=LOOP_STOP_GRACE)
         await asyncio.gather(*(conn.logout() if polite else conn.close()
                                for conn in self.connections))
 
@@ -582,7 +601,7 @@ class AccountWatch:
         event = asyncio.Event()
         self._wakers.add(event)
         try:
-            await asyncio.wait_for(event.wait(), seconds)
+            await within(event.wait(), seconds)
         except asyncio.TimeoutError:
             pass
         finally:

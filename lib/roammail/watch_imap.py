@@ -23,6 +23,7 @@ Options:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import stat
@@ -30,7 +31,7 @@ import subprocess
 import sys
 
 from . import __version__
-from .cli import docopt_args, guarded, silence_stdout
+from .cli import docopt_args, exit_at_once, guarded, silence_stdout
 from .imapwatch import AccountWatch, MailboxNames, Reporter, list_names
 from .watch_imap_config import default_config_path, default_mbsyncrc, resolve_account
 from .watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
@@ -38,6 +39,13 @@ from .watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, 
 TOOL = "watch-imap"
 STDOUT = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Told to stop, the watcher logs out (imap.LOGOUT_GRACE at most) and ends a
+# tunnel command (a few seconds at most, when it lingers); it is not
+# waited for longer than this.
+SHUTDOWN_LIMIT = 5.0  # seconds
+
+log = logging.getLogger("roammail.watch_imap")
 
 
 class StdoutReporter(Reporter):
@@ -133,40 +141,56 @@ def mbsync_decodes(version_text: str) -> bool:
 
 
 async def watch(account, names: MailboxNames) -> int:
-    """Watch until the reader goes away or a signal: the exit status."""
+    """Watch until the reader goes away or a signal: the exit status.
+
+    The signal handlers are in place before anything is awaited.  Told to
+    stop, the watcher logs out; that may take SHUTDOWN_LIMIT at most, and a
+    second signal cuts it short: the process then ends at once."""
     loop = asyncio.get_running_loop()
-    reporter = StdoutReporter(STDOUT)
-    reporter.watch_reader()
-    stopped: dict = {}
+    signals: list = []
     stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:
-        stopped.setdefault("signal", signum)
+        signals.append(signum)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
-    watcher = AccountWatch(account, reporter, names)
-    task = asyncio.ensure_future(watcher.run())
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reporter.gone.wait())]
+    reporter = StdoutReporter(STDOUT)
     try:
-        await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
+        reporter.watch_reader()
+        task = asyncio.ensure_future(AccountWatch(account, reporter, names).run())
+        await _first_of(task, stop.wait(), reporter.gone.wait())
+        if not task.done():
+            task.cancel()
+            stop.clear()
+            await _first_of(task, stop.wait(), timeout=SHUTDOWN_LIMIT)
     finally:
-        for waiter in waits:
-            waiter.cancel()
-        task.cancel()  # a watch that ended with an error is done: no-op
-        try:
-            await task
-        except BaseException:  # noqa: B036 - looked at below, once cleaned up
-            pass
         reporter.close()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+    status = EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else 0
+    if not task.done():
+        # Waiting longer, or letting asyncio.run wait for it, would keep
+        # the process alive after it was told to go.
+        why = "told again" if len(signals) > 1 else f"not done within {SHUTDOWN_LIMIT:g} s"
+        log.warning("%s: leaving without logging out (%s)", account.name, why)
+        silence_stdout()
+        exit_at_once(status)
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()
-    if stopped.get("signal") == signal.SIGINT:
-        return EXIT_INTERRUPTED
-    return 0
+    return status
+
+
+async def _first_of(task: asyncio.Future, *others, timeout: float | None = None) -> None:
+    """Wait until `task` or one of the `others` (coroutines) is done, or `timeout`."""
+    waiters = [asyncio.ensure_future(other) for other in others]
+    try:
+        await asyncio.wait([task, *waiters], timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def run(argv: list | None) -> int:
