@@ -242,6 +242,7 @@ class Session:
         self.account = watch.account
         self.connections: list[ImapConnection] = []
         self.folders: dict[str, Optional[str]] = {}  # server name -> mbsync name
+        self.known: dict[str, dict] = {}  # server name -> STATUS item -> value, as last seen
         self.names = watch.names
         self.mode = ""
         self.loops: list = []
@@ -307,6 +308,12 @@ class Session:
         _, untagged = await conn.command("LIST", b'""', b'"*"')
         self._folders_from(untagged)
 
+    def remember_status(self, server: str, values: dict) -> Optional[dict]:
+        """Keep a folder's STATUS values (item -> value); the ones known before."""
+        known = self.known.get(server)
+        self.known[server] = {**known, **values} if known else dict(values)
+        return known
+
     def all_names(self) -> list:
         return sorted({n for n in self.folders.values() if n is not None})
 
@@ -339,7 +346,16 @@ class Session:
     def _on_notify(self, response: Response) -> None:
         kind = response.kind
         if kind == "STATUS" and response.data:
-            self.report([server_mailbox(response.data[0])])
+            server = server_mailbox(response.data[0])
+            values = _status_values(response)
+            known = self.remember_status(server, values)
+            # Dovecot also tells of a folder whose indexes it merely built
+            # or refreshed (the first STATUS of a folder never opened
+            # makes it do so), with the values already known: no news.
+            # Only HIGHESTMODSEQ shows a change of flags other than \Seen,
+            # so without it every STATUS is news.
+            if "HIGHESTMODSEQ" not in values or _differs(known, values):
+                self.report([server])
         elif kind == "LIST" and len(response.data) >= 3:
             server = server_mailbox(response.data[2])
             gone = isinstance(response.data[0], list) and \
@@ -467,7 +483,7 @@ class Poller:
         self.idled = idled
         self.during = during
         self.every = every
-        self.last: Optional[dict] = None
+        self.first = True
 
     async def poll(self) -> None:
         """One look; the first is the baseline and reports nothing."""
@@ -478,7 +494,7 @@ class Poller:
             items = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
             if "CONDSTORE" in conn.capabilities:
                 items += " HIGHESTMODSEQ"
-            statuses: dict[str, tuple] = {}
+            statuses: dict[str, dict] = {}
             if "LIST-STATUS" in conn.capabilities:
                 _, untagged = await conn.command("LIST", b'""', b'"*"', "RETURN",
                                                  f"(STATUS ({items}))")
@@ -493,12 +509,14 @@ class Poller:
                     statuses = _statuses(results[-1][1])
         finally:
             conn.on_untagged = handler
-        if self.last is not None:
-            changed = (before ^ set(session.folders)) | {
-                f for f, s in statuses.items()
-                if f not in self.idled and self.last.get(f) != s}
+        changed = before ^ set(session.folders)
+        for server, values in statuses.items():
+            known = session.remember_status(server, values)
+            if server not in self.idled and _differs(known, values):
+                changed.add(server)
+        if not self.first:
             session.report(sorted(changed))
-        self.last = statuses
+        self.first = False
 
 
 class Keepalive:
@@ -555,12 +573,21 @@ def _old_names(extended: list) -> list:
 
 
 def _statuses(untagged: list) -> dict:
-    out = {}
-    for response in untagged:
-        if response.kind == "STATUS" and len(response.data) >= 2:
-            items = response.data[1] if isinstance(response.data[1], list) else []
-            out[server_mailbox(response.data[0])] = tuple(str(v) for v in items)
-    return out
+    """The STATUS answers among `untagged`: server name -> item -> value."""
+    return {server_mailbox(r.data[0]): _status_values(r) for r in untagged
+            if r.kind == "STATUS" and len(r.data) >= 2}
+
+
+def _status_values(response: Response) -> dict:
+    """The items of a STATUS response ("MESSAGES" -> "3", ...)."""
+    items = response.data[1] if len(response.data) >= 2 and \
+        isinstance(response.data[1], list) else []
+    return {str(items[i]).upper(): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def _differs(known: Optional[dict], values: dict) -> bool:
+    """Do STATUS `values` differ from those `known` (None: nothing known)?"""
+    return known is None or any(known.get(item) != value for item, value in values.items())
 
 
 # ------------------------------------------------------------ the account
