@@ -41,7 +41,7 @@ from typing import Optional
 from . import __version__, hookdirs, locations
 from .child import describe_returncode, signal_group
 from .cli import docopt_args, guarded
-from .errors import AlreadyRunning, RoammailError, UnavailableError
+from .errors import AlreadyRunning, IOFailure, RoammailError, UnavailableError
 from .mswatch_config import MswatchConfig, Store, read_mswatchrc
 from .mswatch_plan import Schedule, StartSync, Wait, decide, sync_argv
 from .supervise import spawn_dying_with_us
@@ -419,9 +419,18 @@ def default_pid_file() -> str:
 
 
 def hold_pid_file(path: str) -> int:
-    """Create and lock the pid file, write our pid; the fd keeps the lock."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Create and lock the pid file, write our pid; the fd keeps the lock.
+    AlreadyRunning when another mswatch holds it; IOFailure when it cannot
+    be made (a directory, a missing parent that cannot be created...)."""
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # from makedirs: something else is in the way
+        raise IOFailure(f"cannot open the pid file {path}: {directory} is not a directory") \
+            from None
+    except OSError as exc:
+        raise IOFailure(f"cannot open the pid file {path}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -430,10 +439,23 @@ def hold_pid_file(path: str) -> int:
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise AlreadyRunning(f"another mswatch is running (pid {other or '?'}, {path})") \
                 from None
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        raise IOFailure(f"cannot lock the pid file {path}: {exc.strerror or exc}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise IOFailure(f"cannot write the pid file {path}: {exc.strerror or exc}") from None
     return fd
+
+
+def check_log_file(path: str) -> None:
+    """IOFailure unless the --log-file can be opened for appending (made
+    if missing): told now, in one line, not by a failing log handler."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise IOFailure(f"cannot open the log file {path}: {exc.strerror or exc}") from None
 
 
 def release_pid_file(path: str, fd: int) -> None:
@@ -522,6 +544,7 @@ def run(argv: Optional[list]) -> int:
     log_file = args["--log-file"]
     if log_file:
         log_file = os.path.abspath(locations.expand_home(log_file))
+        check_log_file(log_file)
     options = dict(dry=args["--dry"], quiet=args["--quiet"], hooks_base=hooks_base,
                    log_file=log_file)
     if args["--daemon"]:
