@@ -330,6 +330,13 @@ class Session:
     # -- NOTIFY -------------------------------------------------------------
 
     async def _start_notify(self, conn: ImapConnection) -> None:
+        caps = conn.capabilities
+        if "CONDSTORE" in caps and "ENABLE" in caps:
+            # Else a flag other than \Seen changed in a folder not selected
+            # changes no value NOTIFY's STATUS shows, and Dovecot says
+            # nothing; with it, the STATUS shows HIGHESTMODSEQ.  (ENABLE
+            # must come before a folder is selected.)
+            await conn.command("ENABLE", "CONDSTORE")
         await conn.command("EXAMINE", mailbox_argument("INBOX"))
         await conn.command(*NOTIFY_SET)
         conn.on_untagged = self._on_notify

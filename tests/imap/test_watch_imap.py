@@ -126,6 +126,12 @@ def test_first_connection_prints_only_the_ready_line(dovecot, watch_imap, poll) 
     dovecot.deliver("Lists.dev", mail())
     w.expect(["Lists/dev"])
     assert w.lines_for(1.0) == []
+    # A change that leaves MESSAGES, UIDNEXT and UNSEEN as they were is
+    # news all the same.
+    with dovecot.client() as c:
+        c.select("Lists.dev")
+        c.store("1", "+FLAGS", "\\Flagged")
+    w.expect(["Lists/dev"])
 
 
 def test_notify_polls_for_mail_written_behind_the_servers_back(dovecot, watch_imap) -> None:
