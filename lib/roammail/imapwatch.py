@@ -19,7 +19,9 @@ It owns the watching of one account (an `Account` of watch_imap_config):
     since changes may have been missed meanwhile;
   - names: a server name becomes the name mbsync gives that folder
     (`MailboxNames`): the store's path prefix removed, the hierarchy
-    delimiter made "/", modified UTF-7 decoded or not, as that mbsync does.
+    delimiter made "/", modified UTF-7 decoded or not, as that mbsync does;
+    for an account named by a Channel, the channel's box removed too, and
+    only the folders its Patterns select watched.
 
 It reports through a `Reporter` (ready(), changed(names)); it never writes
 to stdout, never exits, and raises only what cannot get better by trying
@@ -51,7 +53,7 @@ from .imap import (
     server_mailbox,
     within,
 )
-from .watch_imap_config import Account
+from .watch_imap_config import Account, ChannelView
 
 log = logging.getLogger("roammail.imapwatch")
 
@@ -78,22 +80,33 @@ SELECTED_EVENTS = frozenset({"EXISTS", "EXPUNGE", "FETCH", "VANISHED"})
 
 
 class MailboxNames:
-    """Server names <-> the names mbsync gives the folders of this store.
+    """Server names <-> the names mbsync gives the folders of this store
+    (or of this channel).
 
-    prefix: the store's Path (or the NAMESPACE prefix), stripped from the
-    server's names; a server name outside it (INBOX aside) is not one
-    mbsync sees (to_mbsync gives None).  delimiter: the server's hierarchy
-    delimiter (None: a flat server), made "/".  utf8: decode modified
-    UTF-7 (mbsync 1.5 and later do; 1.4 shows the encoded text).
+    prefix: the store's Path (or the NAMESPACE prefix), in the server's
+    notation, stripped from the server's names; a server name outside it
+    (INBOX aside) is not one mbsync sees (to_mbsync gives None).
+    delimiter: the server's hierarchy delimiter (None: a flat server), made
+    "/".  utf8: decode modified UTF-7 (mbsync 1.5 and later do; 1.4 shows
+    the encoded text).  channel: the mbsync Channel the account was named
+    by, whose box (in mbsync's notation) is a further prefix and whose
+    Patterns choose the folders (None: every folder of the store).
     """
 
     def __init__(self, prefix: str = "", delimiter: Optional[str] = ".",
-                 utf8: bool = False) -> None:
+                 utf8: bool = False, channel: Optional[ChannelView] = None) -> None:
         self.prefix = prefix
         self.delimiter = delimiter
         self.utf8 = utf8
+        self.channel = channel
 
     def to_mbsync(self, server: str) -> Optional[str]:
+        name = self._store_name(server)
+        if name is None or self.channel is None:
+            return name
+        return self.channel.name_of(name)
+
+    def _store_name(self, server: str) -> Optional[str]:
         if server == "INBOX":
             return "INBOX"
         name = server
@@ -111,12 +124,21 @@ class MailboxNames:
         return name
 
     def to_server(self, name: str) -> str:
+        if self.channel is not None:
+            name = self.channel.store_name_of(name)
         if name.upper() == "INBOX":
             return "INBOX"
         server = mutf7_encode(name) if self.utf8 else name
         if self.delimiter and self.delimiter != "/":
             server = server.replace("/", self.delimiter)
         return self.prefix + server
+
+
+def mbsync_order(name: str) -> tuple:
+    """mbsync's order of folder names: INBOX and its sub-folders first,
+    then by the bytes of the name."""
+    inbox = name == "INBOX" or name.startswith("INBOX/")
+    return (not inbox, name.encode("utf-8", "surrogateescape"))
 
 
 # ------------------------------------------------------------ reporting
@@ -301,7 +323,8 @@ class Session:
             for response in untagged:
                 if response.kind == "LIST" and len(response.data) >= 2:
                     delimiter = _delimiter_value(response.data[1])
-        self.names = MailboxNames(prefix or "", delimiter, self.watch.names.utf8)
+        self.names = MailboxNames(prefix or "", delimiter, self.watch.names.utf8,
+                                  account.channel)
         self.watch.names = self.names
 
     async def list_folders(self, conn: ImapConnection) -> None:
@@ -315,7 +338,8 @@ class Session:
         return known
 
     def all_names(self) -> list:
-        return sorted({n for n in self.folders.values() if n is not None})
+        """Every folder's name, in the order mbsync lists them."""
+        return sorted({n for n in self.folders.values() if n is not None}, key=mbsync_order)
 
     def report(self, servers: Iterable[str]) -> None:
         names = []
@@ -397,8 +421,11 @@ class Session:
         if "IDLE" in caps:
             for name in account.idle:
                 server = self.names.to_server(name)
-                if server not in self.folders:
-                    log.warning("%s: folder %s (to IDLE on) does not exist", account.name, name)
+                if self.folders.get(server) is None:
+                    # The default, INBOX, is not in a channel with a box, say.
+                    level = logging.INFO if account.idle == ("INBOX",) else logging.WARNING
+                    log.log(level, "%s: folder %s (to IDLE on) is not one watched: polling",
+                            account.name, name)
                     continue
                 if server not in targets:
                     targets.append(server)
@@ -509,7 +536,8 @@ class Poller:
                 statuses = _statuses(untagged)
             else:
                 await session.list_folders(conn)
-                watched = [f for f in session.folders if f not in self.idled]
+                watched = [f for f, name in session.folders.items()
+                           if f not in self.idled and name is not None]
                 if watched:
                     batch = [("STATUS", mailbox_argument(f), f"({items})") for f in watched]
                     results = await conn.commands(batch, name="STATUS", check=False)

@@ -193,6 +193,17 @@ async def _first_of(task: asyncio.Future, *others, timeout: float | None = None)
             waiter.cancel()
 
 
+def list_lines(account, found: list) -> list:
+    """What --list prints: the lines `mbsync -l CHANNEL` prints for the
+    server's folders when the account is a Channel, else the names."""
+    channel = account.channel
+    if channel is None:
+        return list(found)
+    if not channel.patterns:
+        return [channel.list_line("")]  # one mailbox pair, whether it exists or not
+    return [channel.list_line(name) for name in found]
+
+
 def run(argv: list | None) -> int:
     args = docopt_args(__doc__, sys.argv[1:] if argv is None else argv)
     if args["--version"]:
@@ -211,7 +222,7 @@ def run(argv: list | None) -> int:
     names = MailboxNames(utf8=names_style(account.names))
     if args["--list"]:
         found = asyncio.run(list_names(account, names))
-        sys.stdout.write("".join(f"{name}\n" for name in found))
+        sys.stdout.write("".join(f"{line}\n" for line in list_lines(account, found)))
         sys.stdout.flush()
         return 0
     try:

@@ -4,7 +4,8 @@ Owns the grammar of watch-imap.conf(5) and the resolution of an account
 name into an `Account`: the block of that name in watch-imap's file; else
 mbsync's IMAPAccount, IMAPStore or Channel of that name in ~/.mbsyncrc
 (host, port, user, password command, tunnel, TLS, certificates, path,
-delimiter: the user writes nothing twice).  A block may name its mbsync
+delimiter, and a Channel's boxes and Patterns: the user writes nothing
+twice).  A block may name its mbsync
 account (`mbsync = "work"`) and add or override settings.
 
 Grammar (the lexical rules of extsmail.conf(5), config.py's, plus bare
@@ -43,6 +44,81 @@ MAX_IDLE_LIMIT = 64
 
 
 @dataclass(frozen=True)
+class ChannelView:
+    """What an mbsync Channel makes of the folders of its IMAP store.
+
+    far_box, near_box: the mailbox after `:store:` of each side, in
+    mbsync's notation ("/" the hierarchy delimiter, whatever the server's),
+    "" when there is none.  With `patterns` (its Patterns, in the order
+    written) each box is a prefix and no part of the names: the channel's
+    folders are the IMAP side's folders under its box whose rest matches
+    the patterns, and that rest is their name (`mbsync CHANNEL:rest`).
+    Without, the channel syncs one pair of mailboxes, the boxes (INBOX for
+    none).  imap_far: the IMAP store is the Far side, else the Near one.
+    """
+
+    name: str
+    far_box: str
+    near_box: str
+    imap_far: bool
+    patterns: tuple
+
+    @property
+    def box(self) -> str:
+        return self.far_box if self.imap_far else self.near_box
+
+    def name_of(self, store_name: str) -> Optional[str]:
+        """The channel's name of the IMAP store's folder `store_name` (as
+        mbsync names it in the store); None when the channel leaves it."""
+        if not self.patterns:
+            return store_name if store_name == (self.box or "INBOX") else None
+        if not store_name.startswith(self.box):
+            return None
+        rest = store_name[len(self.box):]
+        return rest if rest and patterns_select(self.patterns, rest) else None
+
+    def store_name_of(self, name: str) -> str:
+        """The inverse of name_of()."""
+        return self.box + name if self.patterns else name
+
+    def list_line(self, name: str) -> str:
+        """The line `mbsync -l CHANNEL` prints for its folder `name`."""
+        if not self.patterns:
+            return f"{self.far_box or 'INBOX'} <=> {self.near_box or 'INBOX'}"
+        if self.far_box or self.near_box:
+            return f"{self.far_box}{name} <=> {self.near_box}{name}"
+        return name
+
+
+def patterns_select(patterns: tuple, name: str) -> bool:
+    """Do mbsync Patterns select `name`?  The last pattern that matches
+    decides ("!" excludes); none matching excludes."""
+    for pattern in reversed(patterns):
+        exclude = pattern.startswith("!")
+        if pattern_matches(pattern[1:] if exclude else pattern, name):
+            return not exclude
+    return False
+
+
+def pattern_matches(pattern: str, name: str) -> bool:
+    """mbsync's wildcards: `*` matches anything, `%` anything up to the
+    hierarchy delimiter "/"; every other character itself."""
+    if not pattern:
+        return not name
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        return any(pattern_matches(rest, name[i:]) for i in range(len(name) + 1))
+    if head == "%":
+        for i in range(len(name) + 1):
+            if name[i:i + 1] == "/":  # looked at first, as mbsync does: "%/%" matches nothing
+                return False
+            if pattern_matches(rest, name[i:]):
+                return True
+        return False
+    return bool(name) and name[0] == head and pattern_matches(rest, name[1:])
+
+
+@dataclass(frozen=True)
 class Account:
     """One IMAP account to watch, every setting resolved."""
 
@@ -69,6 +145,7 @@ class Account:
     use_namespace: bool
     delimiter: Optional[str]   # the server's hierarchy delimiter; None: the server's
     names: str                 # auto | utf7 | utf8 (how non-ASCII names are printed)
+    channel: Optional[ChannelView] = None  # the mbsync Channel, when named by one
 
 
 _DEFAULTS = dict(host="", port=0, tls="", tunnel=None, user=None, user_cmd=None,
@@ -304,14 +381,14 @@ def _mbsync_values(mb: MbsyncConfig, name: str) -> Optional[dict]:
     (tried in that order), each as (value, "file:line"); None if none is."""
     account = mb.find("account", name)
     store: Optional[Section] = None
-    channel_prefix = ""
+    view: Optional[ChannelView] = None
     if account is None:
         store = mb.find("imapstore", name)
         if store is None:
             channel = mb.find("channel", name)
             if channel is None:
                 return None
-            store, channel_prefix = _channel_store(mb, channel)
+            store, view = _channel_store(mb, channel)
             if store is None:
                 return None
         account_name = store.get("account")
@@ -334,30 +411,36 @@ def _mbsync_values(mb: MbsyncConfig, name: str) -> Optional[dict]:
             _connection_options(section, mb.path, out)
     if store is not None:
         _store_options(store, mb.path, out)
-    if channel_prefix:
-        prefix = out.get("path", ("", ""))[0] or ""
-        out["path"] = (prefix + channel_prefix, out.get("path", ("", mb.path))[1])
+    if view is not None:
+        out["channel"] = (view, f"{mb.path}:{mb.find('channel', name).line}")
     return out
 
 
 def _channel_store(mb: MbsyncConfig, channel: Section) -> tuple:
-    """The IMAP store of a channel (its Far side, else its Near side) and the
-    box prefix the channel adds (`Far :store:prefix`)."""
-    for keywords in (("far", "master"), ("near", "slave")):
-        for keyword in keywords:
-            option = channel.get(keyword)
-            if option is None or not option.args:
-                continue
-            spec = option.args[0]
-            if not spec.startswith(":") or spec.count(":") < 2:
-                raise ConfigError(mb.path, option.line,
-                                  f"Channel {channel.name}: {option.keyword} wants "
-                                  f":store:[path], not '{shorten(spec)}'")
-            store_name, _, prefix = spec[1:].partition(":")
-            store = mb.find("imapstore", store_name)
-            if store is not None:
-                return store, prefix
-    return None, ""
+    """The IMAP store of a channel (its Far side, else its Near side) and
+    the ChannelView of it; (None, None) when neither side is IMAP."""
+    sides: dict = {}
+    for side, keywords in (("far", ("far", "master")), ("near", ("near", "slave"))):
+        options = [o for o in (channel.get(k) for k in keywords) if o is not None and o.args]
+        if not options:
+            continue
+        option = max(options, key=lambda o: o.line)  # mbsync keeps the last
+        spec = option.args[0]
+        if not spec.startswith(":") or spec.count(":") < 2:
+            raise ConfigError(mb.path, option.line,
+                              f"Channel {channel.name}: {option.keyword} wants "
+                              f":store:[mailbox], not '{shorten(spec)}'")
+        store_name, _, box = spec[1:].partition(":")
+        sides[side] = (mb.find("imapstore", store_name), box)
+    patterns = tuple(word for option in channel.options
+                     if option.keyword in ("pattern", "patterns") for word in option.args)
+    for side in ("far", "near"):
+        store = sides.get(side, (None, ""))[0]
+        if store is not None:
+            return store, ChannelView(channel.name, sides.get("far", (None, ""))[1],
+                                      sides.get("near", (None, ""))[1], side == "far",
+                                      patterns)
+    return None, None
 
 
 def _connection_options(section: Section, path: str, out: dict) -> None:

@@ -29,7 +29,10 @@ def make_folders(server, names=FOLDERS) -> None:
 
 
 def mbsyncrc(server, path, local) -> None:
-    local.mkdir(exist_ok=True)
+    """Channel t: every folder; channel lists: those under Lists/ on the
+    server (the form watch-imap(1) shows), but Lists/old, into a maildir
+    of their own."""
+    (local / "lists").mkdir(parents=True, exist_ok=True)
     path.write_text(f"""\
 {server.mbsync_account("t")}IMAPStore t-far
 Account t
@@ -43,6 +46,18 @@ Channel t
 Far :t-far:
 Near :t-near:
 Patterns *
+Create Both
+SyncState *
+
+MaildirStore lists-near
+Path {local}/lists/
+Inbox {local}/lists/INBOX
+SubFolders Verbatim
+
+Channel lists
+Far :t-far:Lists/
+Near :lists-near:
+Patterns * !old
 Create Both
 SyncState *
 """)
@@ -65,6 +80,50 @@ def test_list_names_folders_as_mbsync_does(dovecot, run_watch_imap, imap_home, t
     assert "Lists/foo" in ours.stdout and "With Space" in ours.stdout
     block = run_watch_imap(account(dovecot), "-a", "t", "--list")
     assert block.stdout == ours.stdout
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "idle"])
+def test_channel_with_a_far_path_names_folders_as_mbsync_does(dovecot_factory, run_watch_imap,
+                                                              watch_imap, imap_home,
+                                                              tmp_path, notify) -> None:
+    # `Far :t-far:Lists/`: a prefix in mbsync's notation ("/", whatever the
+    # server's delimiter), not part of the names; Patterns match the rest.
+    mbsync = require_program("mbsync")
+    server = dovecot_factory(notify=notify)
+    make_folders(server, ["Lists", "Lists.dev", "Lists.dev.sub", "Lists.roam", "Lists.old",
+                          "Listsfoo", "Other"])
+    rc = imap_home / ".mbsyncrc"
+    mbsyncrc(server, rc, tmp_path / "local")
+    theirs = subprocess.run([mbsync, "-c", str(rc), "-l", "lists"],
+                            capture_output=True, text=True, timeout=60)
+    assert theirs.returncode == 0, theirs.stderr
+    assert "Lists/dev <=> dev\n" in theirs.stdout  # what this mbsync prints, then
+    ours = run_watch_imap(None, "--mbsyncrc", str(rc), "-a", "lists", "--list")
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == theirs.stdout
+    # Watching, a folder is printed as `mbsync lists:NAME` wants it; the
+    # folders the channel leaves alone are not printed at all.  Without
+    # NOTIFY, IDLE on a folder named as the channel names it, the others polled.
+    conf = "" if notify else \
+        'account lists {\n  mbsync = "lists"\n  idle = "dev"\n  poll = 1s\n}\n'
+    w = watch_imap(conf, account_name="lists")  # its --mbsyncrc is rc
+    w.ready()
+    for folder in ("INBOX", "Other", "Lists.old", "Lists"):
+        server.deliver(folder, mail())
+    server.deliver("Lists.dev", mail(subject="for dev"))
+    got = w.expect(["dev"])
+    assert got == ["dev"], got
+    synced = subprocess.run([mbsync, "-c", str(rc), "-q", f"lists:{got[0]}"],
+                            capture_output=True, text=True, timeout=60)
+    assert synced.returncode == 0, synced.stderr
+    assert len(list((tmp_path / "local" / "lists" / "dev" / "new").iterdir())) == 1
+    server.deliver("Lists.dev.sub", mail())
+    assert w.expect(["dev/sub"]) == ["dev/sub"]
+    assert w.lines_for(1.5) == []
+    if not notify:
+        w.signal(signal.SIGTERM)
+        assert w.wait() == 0
+        assert "IDLE on 1 folder, STATUS every 1 s" in w.stderr()
 
 
 def test_utf8_names_when_asked(dovecot, run_watch_imap) -> None:

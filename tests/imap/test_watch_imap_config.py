@@ -11,7 +11,12 @@ from roammail.errors import ConfigError
 from roammail.imapwatch import MailboxNames, slept_for
 from roammail.mbsyncrc import parse_mbsyncrc, split_words
 from roammail.watch_imap import mbsync_decodes
-from roammail.watch_imap_config import parse_watch_imap_conf, resolve_account
+from roammail.watch_imap_config import (
+    ChannelView,
+    parse_watch_imap_conf,
+    patterns_select,
+    resolve_account,
+)
 
 MBSYNCRC = """\
 # mail
@@ -111,7 +116,10 @@ def test_account_from_mbsync_store_and_channel(home: Path) -> None:
     assert (tunnel.tunnel, tunnel.tls) == ("ssh -q mail.home.example /usr/lib/dovecot/imap",
                                            "none")
     channel = resolve_account("arch", None, rc)
-    assert (channel.host, channel.path) == ("mail.home.example", "Archive/")
+    # The channel's box is a prefix in mbsync's notation, not the store's Path.
+    assert (channel.host, channel.path) == ("mail.home.example", None)
+    assert channel.channel == ChannelView("arch", "Archive/", "", True, ())
+    assert resolve_account("home-remote", None, rc).channel is None
     office = resolve_account("office", None, rc)  # the IMAPAccount wins over the Channel
     assert office.where.endswith(":2")
 
@@ -235,6 +243,65 @@ def test_names_with_a_prefix() -> None:
     assert names.to_server("a/b") == "INBOX.a.b"
     flat = MailboxNames("", None)
     assert flat.to_mbsync("a.b") == "a.b"
+
+
+def test_channel_patterns_and_near_side(home: Path) -> None:
+    rc = write(home, ".mbsyncrc", MBSYNCRC + """
+Channel lists
+Near :office-remote:Lists/
+Far :office-local:
+Pattern *
+Patterns !old "a b"
+""")
+    view = resolve_account("lists", None, rc).channel
+    assert view == ChannelView("lists", "", "Lists/", False, ("*", "!old", "a b"))
+    assert view.box == "Lists/"
+
+
+@pytest.mark.parametrize("patterns,name,selected", [
+    (("*",), "a/b", True),
+    (("%",), "a", True),
+    (("%",), "a/b", False),
+    (("%/%",), "a/b", False),  # mbsync's % stops before any "/": this matches nothing
+    (("a/%",), "a/b", True),
+    (("* !old",), "old", False),  # one word, not two patterns: matches nothing
+    (("*", "!old"), "old", False),  # the last pattern that matches decides
+    (("!old", "*"), "old", True),
+    (("*", "!old"), "old/x", True),
+    (("INBOX",), "INBOX", True),
+    ((), "x", False),
+])
+def test_mbsync_patterns(patterns: tuple, name: str, selected: bool) -> None:
+    assert patterns_select(patterns, name) is selected
+
+
+def test_names_of_a_channel_with_a_box() -> None:
+    # Far :store:Lists/ on a server whose delimiter is ".": the box is in
+    # mbsync's notation, a prefix of the store's names, not a part of them.
+    names = MailboxNames("", ".", channel=ChannelView("c", "Lists/", "", True, ("*", "!old")))
+    assert names.to_mbsync("Lists.dev") == "dev"
+    assert names.to_mbsync("Lists.dev.sub") == "dev/sub"
+    assert names.to_server("dev/sub") == "Lists.dev.sub"
+    for outside in ("INBOX", "Lists", "Listsfoo", "Other", "Lists.old"):
+        assert names.to_mbsync(outside) is None, outside
+    assert names.to_mbsync("Lists.old.x") == "old/x"
+    # With the store's Path (in the server's notation) before it.
+    names = MailboxNames("INBOX.", ".", channel=ChannelView("c", "Lists/", "", True, ("*",)))
+    assert names.to_mbsync("INBOX.Lists.dev") == "dev"
+    assert names.to_server("dev") == "INBOX.Lists.dev"
+    # Without Patterns, the one mailbox of the channel.
+    one = MailboxNames("", ".", channel=ChannelView("c", "Lists/dev", "", True, ()))
+    assert one.to_mbsync("Lists.dev") == "Lists/dev"
+    assert one.to_mbsync("Lists.dev.sub") is None and one.to_mbsync("INBOX") is None
+    inbox = MailboxNames("", ".", channel=ChannelView("c", "", "", True, ()))
+    assert inbox.to_mbsync("INBOX") == "INBOX" and inbox.to_mbsync("a") is None
+
+
+def test_list_lines_as_mbsync_prints_them() -> None:
+    assert ChannelView("c", "Lists/", "", True, ("*",)).list_line("dev") == "Lists/dev <=> dev"
+    assert ChannelView("c", "", "x/", False, ("*",)).list_line("dev") == "dev <=> x/dev"
+    assert ChannelView("c", "", "", True, ("*",)).list_line("dev") == "dev"
+    assert ChannelView("c", "Lists/dev", "", True, ()).list_line("") == "Lists/dev <=> INBOX"
 
 
 def test_mbsync_version_decides_decoding() -> None:
