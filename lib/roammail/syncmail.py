@@ -256,7 +256,7 @@ def batch_messages() -> int:
     value = os.environ.get("ROAMMAIL_SYNCMAIL_BATCH")
     if value is None:
         return BATCH_MESSAGES
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         from .config import shorten
 
         raise UsageError("ROAMMAIL_SYNCMAIL_BATCH must be a positive number, "

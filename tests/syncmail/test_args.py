@@ -55,3 +55,13 @@ def test_the_usual_command_lines_need_no_docopt(argv):
                                   ["--config=x"], ["-x"]])
 def test_anything_else_is_left_to_docopt(argv):
     assert syncmail.plain_args(argv) is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "", "x", "1.5", " 5", "\u00b2", "\u0663", "\uff11"])
+def test_batch_size_must_be_ascii_digits(monkeypatch, value):
+    """Superscript two is a digit to str.isdigit() but not to int(): it was exit 70."""
+    monkeypatch.setenv("ROAMMAIL_SYNCMAIL_BATCH", value)
+    with pytest.raises(UsageError):
+        syncmail.batch_messages()
+    monkeypatch.setenv("ROAMMAIL_SYNCMAIL_BATCH", "17")
+    assert syncmail.batch_messages() == 17
