@@ -168,8 +168,16 @@ fi
 mkdirs bin share share/roammail share/roammail/hooks
 
 # One launcher per tool: no logic, just the interpreter, the path, main().
+# The module whose main() a tool runs: roammail.PACKAGE.MODULE.
+module_of() { # TOOL
+    case $1 in
+        extsmail|extsmaild) echo "extsmail.$1" ;;
+        inputkill|socketwatch) echo "guards.$1" ;;
+        *) echo "$(echo "$1" | tr - _).cli" ;;
+    esac
+}
 write_launcher() { # NAME TOOL
-    module=$(echo "$2" | tr - _)
+    module=$(module_of "$2")
     tmp=$root/bin/.$1.tmp.$$
     cat > "$tmp" <<EOF
 #!$interpreter -IS

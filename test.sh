@@ -11,8 +11,9 @@
 #    pytest-shell, hypothesis, aiosmtpd, ruff, and roammail itself).
 # 3. Installs roammail with ./install.sh into .test-prefix, so black-box
 #    tests run the launchers a user would run (ROAMMAIL_PREFIX).
-# 4. Runs ruff, shellcheck (hooks and scripts), mandoc -Tlint on every man
-#    page, and pytest (each test under a time limit: a hang fails it).
+# 4. Runs ruff, lint-imports (the package contracts of pyproject.toml),
+#    shellcheck (hooks and scripts), mandoc -Tlint on every man page, and
+#    pytest (each test under a time limit: a hang fails it).
 # 5. As root, for a whole-suite run (no PYTEST-ARGS): builds the .deb from
 #    the tracked files (dpkg-buildpackage -us -uc -b), checks it with
 #    lintian (no error allowed), installs it with apt into the system (it
@@ -83,6 +84,10 @@ export ROAMMAIL_PREFIX
 say "ruff"
 "$venv/bin/ruff" check -q lib tests bench || die "ruff found problems"
 
+say "lint-imports"
+( cd "$top" && PYTHONPATH=$top/lib "$venv/bin/lint-imports" --no-cache ) > "$top/.lint-imports.log" 2>&1 || {
+    cat "$top/.lint-imports.log" >&2; die "lint-imports: a package contract is broken"; }
+
 if command -v shellcheck >/dev/null 2>&1; then
     say "shellcheck"
     shellcheck hooks/mail-on-failure hooks/persistent-ssh install.sh test.sh .ci/run ||
@@ -108,9 +113,9 @@ status=0
 # The tests that run against the packaged tools: every tool, through each
 # library the .deb swaps in (docopt, pyinotify), without the C extsmail
 # (the package replaces it while they run).
-DEB_TESTS="tests/blackbox tests/watch/test_watch_protocol.py
+DEB_TESTS="tests/blackbox tests/watch_maildirs/test_watch_protocol.py
 tests/extsmail/test_extsmaild_batch.py tests/extsmail/test_extsmaild_ssh.py
-tests/extsmail/test_round_trip.py tests/imap/test_watch_imap.py
+tests/extsmail/test_round_trip.py tests/watch_imap/test_watch_imap.py
 tests/mswatch/test_mswatch_mbsync.py tests/mswatch/test_mswatch_imap.py
 tests/syncmail/test_transfer.py tests/smtpdcheck/test_smtpdcheck_probe.py
 tests/guards/test_inputkill.py tests/guards/test_socketwatch.py tests/hooks"

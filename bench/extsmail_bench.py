@@ -138,10 +138,10 @@ def test_message() -> bytes:
 
 
 def v1_spool_file(args: list[bytes], message: bytes) -> bytes:
-    """A v1 spool file, header made by roammail.spool.encode_header (from lib/)."""
+    """A v1 spool file, header made by roammail.extsmail.spool.encode_header (from lib/)."""
     sys.path.insert(0, str(common.LIB))
     try:
-        from roammail.spool import encode_header
+        from roammail.extsmail.spool import encode_header
     finally:
         sys.path.remove(str(common.LIB))
     return encode_header(args) + message

@@ -16,7 +16,7 @@ completes by the argument's name (FILE: files, DIR: directories, a number:
 nothing) or by what this module knows of one tool (EXTRA below: extsmaild's
 modes, watch-imap's accounts, syncmail's sources, the command that
 inputkill and socketwatch run).  Each tool's usage text is read with `ast`
-from its source file beside this one; a tool module is never imported, as
+from its source file in this package; a tool module is never imported, as
 the build of a .deb has none of the tools' dependencies, and this module
 imports only the standard library.
 
@@ -472,11 +472,23 @@ def completion_script(tool: str, doc: str, commands: list[str] | None = None) ->
             f"    complete -F {func} {names}\n")
 
 
+def tool_module(tool: str) -> str:
+    """The module holding `tool`'s main() and usage text, under roammail:
+    extsmail and extsmaild in extsmail/, inputkill and socketwatch in
+    guards/, every other tool in the cli module of its own package
+    (watch-imap: watch_imap/cli.py).  install.sh's module_of says the same."""
+    if tool in ("extsmail", "extsmaild"):
+        return f"extsmail/{tool}.py"
+    if tool in ("inputkill", "socketwatch"):
+        return f"guards/{tool}.py"
+    return tool.replace("-", "_") + "/cli.py"
+
+
 def tool_source(tool: str, source_dir: str | None = None) -> str:
-    """The module file of `tool` (watch-imap: watch_imap.py), beside this
-    module unless `source_dir` says where."""
+    """The module file of `tool` (watch-imap: watch_imap/cli.py), under the
+    package of this module unless `source_dir` says where."""
     directory = source_dir or os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(directory, tool.replace("-", "_") + ".py")
+    return os.path.join(directory, *tool_module(tool).split("/"))
 
 
 def write_completions(outdir: str, names: list[str],

@@ -93,7 +93,8 @@ def test_names_a_shell_would_expand_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CompletionError):
         completion.write_completions(str(tmp_path), ["bad name"])
     with pytest.raises(CompletionError, match="no module docstring"):
-        (tmp_path / "nodoc.py").write_text("x = 1\n")
+        (tmp_path / "nodoc").mkdir()
+        (tmp_path / "nodoc" / "cli.py").write_text("x = 1\n")
         completion.write_completions(str(tmp_path), ["nodoc"], source_dir=str(tmp_path))
 
 

@@ -5,14 +5,14 @@ Two oracles:
 - glibc's own regcomp/regexec, called through ctypes with the flags the C
   extsmaild uses (REG_EXTENDED | REG_ICASE | REG_NOSUB | REG_NEWLINE, in
   the "C" locale, as extsmaild never calls setlocale): the tables of
-  tests/lib/test_posixre.py and hypothesis-made patterns must behave the
-  same under roammail.posixre.  Fast, so not marked slow.
+  tests/core/test_posixre.py and hypothesis-made patterns must behave the
+  same under roammail.core.posixre.  Fast, so not marked slow.
 - the real C extsmail and extsmaild (Debian package extsmail), run under
   nss_wrapper so that their home directory (which they take from the
   passwd entry, not from $HOME) is a temporary one: one externals file with
   a group per case, every case's message queued with the C extsmail, one
   `extsmaild -m batch` run; which fake sendmail wrote the message tells
-  which group the C chose, and roammail.headers.select must choose the same
+  which group the C chose, and roammail.core.headers.select must choose the same
   on the same file and message.  Marked slow.
 
 Known, deliberate differences (asserted for our side only, see below):
@@ -42,10 +42,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peers.require import in_ci, require_program
-from roammail.headers import compile_groups, header_lines, select
-from roammail.posixre import compile_ere
+from roammail.core.headers import compile_groups, header_lines, select
+from roammail.core.posixre import compile_ere
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from test_posixre import GLIBC_DIFFERENCES, INVALID_CASES, MATCH_CASES  # noqa: E402
 
 
@@ -412,12 +412,12 @@ def c_world(tmp_path: Path) -> CWorld:
 
 def read_externals(data: str, path: str) -> list:
     try:
-        from roammail.externals import parse_externals
+        from roammail.extsmail.externals import parse_externals
     except ImportError:
         try:
-            from roammail.config import parse_externals  # type: ignore[no-redef]
+            from roammail.core.tokens import parse_externals  # type: ignore[no-redef]
         except ImportError:
-            pytest.skip("no externals parser yet (roammail.externals.parse_externals)")
+            pytest.skip("no externals parser yet (roammail.extsmail.externals.parse_externals)")
     return parse_externals(data, path)
 
 
@@ -464,7 +464,7 @@ def test_a_bad_regex_is_refused_by_both(c_world: CWorld) -> None:
     externals_path.write_text(data)
     rc, output = run_bounded([c_world.extsmaild, "-t", str(externals_path)], c_world.env)
     assert "oops" in output  # the C warns "Error when compiling regular expression"
-    from roammail.errors import ConfigError
+    from roammail.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         compile_groups(read_externals(data, str(externals_path)), str(externals_path))

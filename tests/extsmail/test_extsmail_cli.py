@@ -3,7 +3,7 @@ refuses, and what survives a full disk and kill -9.
 
 Every test runs the launcher that ./install.sh put in the prefix, with
 HOME pointing at a fresh home (the `ext_home` fixture); the spool files
-it leaves are read back with roammail.spool, the format's one reader.
+it leaves are read back with roammail.extsmail.spool, the format's one reader.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 
 from extsmail.conftest import ExtHome, simple_message
 from peers.require import in_ci
-from roammail import spool
+from roammail.extsmail import spool
 
 WAIT = 30.0  # seconds: the bound on every wait for a child
 

@@ -22,7 +22,7 @@ import pytest
 
 from extsmail.conftest import simple_message
 from extsmail.test_extsmaild_batch import batch, queue, running, wait_until
-from roammail import spool
+from roammail.extsmail import spool
 
 MB = 1 << 20
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roammail.externals import External, parse_externals
-from roammail.extsmaild import holds_back, plan
+from roammail.extsmail.externals import External, parse_externals
+from roammail.extsmail.extsmaild import holds_back, plan
 
 STARTED = 1_000_000.0  # when the daemon started (seconds, any epoch)
 
@@ -163,7 +163,7 @@ def test_holds_back_is_false_in_batch_mode_and_without_timeout(situation):
 def test_common_command_lines_read_as_docopt_reads_them():
     from docopt import docopt
 
-    from roammail import extsmaild
+    from roammail.extsmail import extsmaild
 
     assert extsmaild._COMMON_COMMAND_LINES  # the table is not empty
     for words in extsmaild._COMMON_COMMAND_LINES:
@@ -172,7 +172,7 @@ def test_common_command_lines_read_as_docopt_reads_them():
 
 
 def test_other_command_lines_go_to_docopt():
-    from roammail import extsmaild
+    from roammail.extsmail import extsmaild
 
     args = extsmaild.parse_args(["-c", "/x/conf", "-m", "daemon", "--stall-timeout", "5"])
     assert (args["--conf"], args["--mode"], args["--stall-timeout"]) == ("/x/conf", "daemon", "5")

@@ -12,8 +12,8 @@ import pytest
 from test_extsmaild_batch import batch, queue, script
 
 from extsmail.conftest import simple_message
-from roammail import child
-from roammail.sshshare import SshSharing, configured_sharing, manages_sharing, private_dir
+from roammail.core import child
+from roammail.extsmail.sshshare import SshSharing, configured_sharing, manages_sharing, private_dir
 
 pytestmark = pytest.mark.slow
 

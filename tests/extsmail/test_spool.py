@@ -29,9 +29,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from peers.require import require_root
-from roammail import durable, spool
-from roammail.errors import DataError, IOFailure
-from roammail.spool import (
+from roammail.core import durable
+from roammail.core.errors import DataError, IOFailure
+from roammail.extsmail import spool
+from roammail.extsmail.spool import (
     SpoolError,
     acquire_instance_lock,
     check_spool_dir,
@@ -42,7 +43,7 @@ from roammail.spool import (
     parse_header,
 )
 
-LIB = str(Path(spool.__file__).resolve().parent.parent)
+LIB = str(Path(spool.__file__).resolve().parents[2])
 WAIT = 10.0  # seconds: the bound on every wait for a helper process
 
 args_strategy = st.lists(st.binary(max_size=40), max_size=8)
@@ -129,7 +130,7 @@ else:
 
 INSTANCE_LOCK_HOLDER = """
 import sys
-from roammail.spool import acquire_instance_lock
+from roammail.extsmail.spool import acquire_instance_lock
 fd = acquire_instance_lock(sys.argv[1])
 print("busy" if fd is None else "held", flush=True)
 sys.stdin.read()

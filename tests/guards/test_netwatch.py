@@ -1,4 +1,4 @@
-"""Unit tests of roammail.netwatch: /proc parsing, the netlink dump against real
+"""Unit tests of roammail.core.traffic: /proc parsing, the netlink dump against real
 sockets on 127.0.0.1, and the activity rule."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from roammail import netwatch
-from roammail.netwatch import Proc, TcpDiag, TcpSocket, activity
+from roammail.core import traffic as netwatch
+from roammail.core.traffic import Proc, TcpDiag, TcpSocket, activity
 
 TCP_ESTABLISHED, TCP_SYN_SENT, TCP_LISTEN = 1, 2, 10
 

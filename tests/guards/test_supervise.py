@@ -1,4 +1,4 @@
-"""Tests of roammail.supervise (and socketwatch's timing), the library side.
+"""Tests of roammail.core.supervise (and socketwatch's timing), the library side.
 
 A Supervisor installs signal handlers and may make its process a child
 subreaper, so the tests that start one run it in a fresh interpreter
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from guard_helpers import running, wait_gone
 
-from roammail.errors import UsageError
-from roammail.socketwatch import poll_interval
-from roammail.supervise import Supervisor, parse_command_line
+from roammail.core.errors import UsageError
+from roammail.core.supervise import Supervisor, parse_command_line
+from roammail.guards.socketwatch import poll_interval
 
 LIB = str(Path(__file__).resolve().parents[2] / "lib")
 
@@ -35,7 +35,7 @@ Options:
 def in_child(body: str, timeout: float = 20) -> dict:
     """Run `body` (which sets `result`, a dict) in a fresh python; return result."""
     script = ("import json, os, signal, sys, time\n"
-              "from roammail.supervise import Supervisor, CannotRun\n"
+              "from roammail.core.supervise import Supervisor, CannotRun\n"
               "result = {}\n" + textwrap.dedent(body)
               + "\nprint(json.dumps(result))\n")
     env = dict(os.environ, PYTHONPATH=LIB)
@@ -131,7 +131,7 @@ def test_stop_kills_a_tree_with_an_escaped_grandchild():
     """stop(members=...) reaches a grandchild that left the group (setsid),
     TERM first, then KILL after the grace for one that ignores TERM."""
     result = in_child("""
-        from roammail.netwatch import process_table, tree
+        from roammail.core.traffic import process_table, tree
         script = "trap '' TERM; setsid sleep 300 & sleep 300 & wait"
         with Supervisor(["sh", "-c", script], subreaper=True) as s:
             s.start()

@@ -1,6 +1,6 @@
 """Both hooks as they are really run: by our runner and the way smd runs them.
 
-* roammail.hookdirs.run_hooks(): the hooks are symlinks to the installed
+* roammail.core.hookdirs.run_hooks(): the hooks are symlinks to the installed
   files in BASE/WHEN-WHAT.d, ROAMMAIL_HOOK_LOG and ROAMMAIL_SSH_HOST come in
   extra_env, the output is appended to the log of the run.
 * smd: ~/.smd/hooks/{pre,post}-pull.d, argv `pre|post pull default STATUS`,
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hook_helpers import HOOK_TIMEOUT_S, SEED_CONFIG, Mailbox, SshHome
 
-from roammail import hookdirs
+from roammail.core import hookdirs
 
 # smd's loop over a hook directory (smd-common's run_hooks), as a script:
 # every executable, in name order, argv WHEN WHAT ENDPOINT STATUS, output

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from roammail.errors import ConfigError
-from roammail.mswatch_config import parse_mswatchrc, tokenize
+from roammail.core.errors import ConfigError
+from roammail.mswatch.config import parse_mswatchrc, tokenize
 
 GOOD = """\
 # the reference example

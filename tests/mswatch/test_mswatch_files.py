@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from roammail import mswatch
+from roammail.mswatch import cli as mswatch
 
 RC = "sync true\nstore a { watch true }\nstore b { watch true }\n"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roammail.mswatch_plan import Schedule, StartSync, Timing, Wait, decide, sync_argv
+from roammail.mswatch.plan import Schedule, StartSync, Timing, Wait, decide, sync_argv
 
 NAMES = ["INBOX", "lists", "Sent", "Trash"]
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from roammail import smtpdcheck
-from roammail.smtpdcheck import CheckError, Server, parse_command_line, parse_server
+from roammail.smtpdcheck import cli as smtpdcheck
+from roammail.smtpdcheck.cli import CheckError, Server, parse_command_line, parse_server
 
 # ------------------------------------------------------------- [prio:]host
 

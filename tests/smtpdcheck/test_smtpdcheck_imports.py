@@ -1,5 +1,5 @@
 """smtpdcheck runs once per SMTP transaction from rule files: its start-up
-must stay light.  As tests/lib/test_import_cost.py does for extsmail, the
+must stay light.  As tests/core/test_import_cost.py does for extsmail, the
 guard is the list of modules it loads (exact, never flaky), not a timing:
 no asyncio (~30 ms), no docopt (~10 ms), nothing that pulls in re, typing
 or dataclasses.  The timings are in bench/smtpdcheck_bench.py.
@@ -19,7 +19,7 @@ FORBIDDEN = ["asyncio", "docopt", "re", "typing", "dataclasses", "inspect", "sub
 PROBE = """
 import sys
 sys.path[:0] = [sys.argv[1]]
-import roammail.smtpdcheck
+import roammail.smtpdcheck.cli
 sys.stdout.write("\\n".join(sorted(sys.modules)))
 """
 
@@ -29,5 +29,5 @@ def test_importing_smtpdcheck_loads_nothing_heavy():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.split("\n")
-    assert "roammail.smtpdcheck" in loaded
+    assert "roammail.smtpdcheck.cli" in loaded
     assert [name for name in FORBIDDEN if name in loaded] == []

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from smtpdcheck_peers import LATE_S
 
-from roammail import smtpdcheck
+from roammail.smtpdcheck import cli as smtpdcheck
 
 pytestmark = pytest.mark.slow  # real peers and timeouts of seconds
 
@@ -143,7 +143,7 @@ def test_a_stop_lookup_that_never_ends_is_an_error_at_the_deadline(slow_dns, smt
 LAUNCHER = """
 import atexit, socket, sys, threading
 sys.path[:0] = [sys.argv.pop(1)]
-from roammail import smtpdcheck
+from roammail.smtpdcheck import cli as smtpdcheck
 real = socket.getaddrinfo
 def fake(host, *args, **kwargs):
     if isinstance(host, str) and host.endswith(".slow.test"):
@@ -164,7 +164,7 @@ sys.exit(smtpdcheck.main())
 ])
 def test_the_process_ends_at_once_when_a_lookup_is_still_running(
         smtp_server, servers, status, out, handlers):
-    lib = str(Path(smtpdcheck.__file__).resolve().parents[1])
+    lib = str(Path(smtpdcheck.__file__).resolve().parents[2])
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-I", "-c", LAUNCHER, lib, "--no-cache",
                            "--timeout", "5", "--port", str(smtp_server.port), *servers],

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from roammail import syncmail
-from roammail.cli import docopt_args
-from roammail.errors import UsageError
+from roammail.core.cli import docopt_args
+from roammail.core.errors import UsageError
+from roammail.syncmail import cli as syncmail
 
 OPTIONS = st.sampled_from(["-n", "-v", "-q", "--dry-run", "--verbose", "--quiet", "-c",
                            "--config", "--hooks", "-h", "--help", "-V", "--version"])

@@ -15,7 +15,7 @@ import pytest
 from syncmail_helpers import check_all_local, fill_server
 
 from peers.require import require_program
-from roammail import remote
+from roammail.syncmail import remote
 
 PROGRAMS = ("find", "tar", "touch", "rm", "wc", "dd")
 

@@ -22,14 +22,15 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 FORBIDDEN = [
     "re", "typing", "dataclasses", "inspect", "shlex", "docopt", "plumbum", "subprocess",
     "logging", "threading", "hashlib", "enum", "selectors", "locale",
-    "roammail.syncmail_move", "roammail.syncmail_log", "roammail.durable", "roammail.child",
+    "roammail.syncmail.move", "roammail.syncmail.journal", "roammail.core.durable",
+    "roammail.core.child",
 ]
 
 PROBE = """
 import sys
 sys.path[:0] = [sys.argv[1]]
 sys.path.append(sys.argv[2])  # docopt's, for the command lines only docopt reads
-from roammail import remote
+from roammail.syncmail import remote
 
 def start(self, argv):
     sys.stdout.write("\\n".join(sorted(sys.modules)))
@@ -37,7 +38,7 @@ def start(self, argv):
     raise FileNotFoundError(2, "not started by the probe")
 
 remote.Child.__init__ = start
-from roammail import syncmail
+from roammail.syncmail import cli as syncmail
 sys.exit(syncmail.main(sys.argv[3:]))
 """
 
@@ -66,7 +67,7 @@ def test_nothing_slow_to_import_before_ssh_starts(tmp_path, form):
                         f'  local = "{tmp_path / "Mail"}"\n}}\n')
         args = ["-c", str(conf), "laptop"]
     loaded = loaded_when_ssh_starts(tmp_path, *args)
-    assert "roammail.remote" in loaded and "roammail.syncmail" in loaded
+    assert "roammail.syncmail.remote" in loaded and "roammail.syncmail.cli" in loaded
     heavy = [name for name in FORBIDDEN if name in loaded]
     assert heavy == [], f"loaded before ssh starts: {heavy}"
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from syncmail_helpers import check_all_local, fill_server
 
-from roammail import syncmail
+from roammail.syncmail import cli as syncmail
 
 SUFFIXES = (".journal", ".lock", ".hooks.log")
 

@@ -1,0 +1,70 @@
+"""conf.py: the grammar of extsmail's conf file (extsmail.conf(5)).
+
+Built on core.tokens, whose lexical rules it shares with the externals
+file.  Like tokens, it only turns bytes into values: it never expands `~`
+and never opens a file (read_config_file, re-exported here, does).
+
+It must stay cheap to import: extsmail, run for every mail sent, imports it.
+"""
+
+from ..core.errors import ConfigError
+from ..core.tokens import TokenStream, _Frozen, read_config_file, shorten, tokenize
+
+__all__ = ["ExtsmailConf", "parse_extsmail_conf", "read_config_file"]
+
+
+
+class ExtsmailConf(_Frozen):
+    """The extsmail conf file (extsmail.conf(5)).
+
+    spool_dir is as written: a leading `~` is the caller's to expand.
+    notify_failure_interval is in seconds, 0 meaning never.
+    """
+
+    __slots__ = ("spool_dir", "notify_failure_interval", "notify_failure_cmd",
+                 "notify_success_cmd")
+    spool_dir: str
+    notify_failure_interval: int
+    notify_failure_cmd: "str | None"
+    notify_success_cmd: "str | None"
+
+    def __init__(self, spool_dir: str, notify_failure_interval: int = 0,
+                 notify_failure_cmd: "str | None" = None,
+                 notify_success_cmd: "str | None" = None) -> None:
+        self._set("spool_dir", spool_dir)
+        self._set("notify_failure_interval", notify_failure_interval)
+        self._set("notify_failure_cmd", notify_failure_cmd)
+        self._set("notify_success_cmd", notify_success_cmd)
+
+
+_CONF_TYPES = {
+    "spool_dir": "STRING",
+    "notify_failure_interval": "TIME",
+    "notify_failure_cmd": "STRING",
+    "notify_success_cmd": "STRING",
+}
+
+
+def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
+    """Parse a conf file: a sequence of `KEY = VALUE`; ConfigError on any fault.
+
+    Unlike the C extsmail, a key given twice is an error (it kept the last).
+    """
+    ts = TokenStream(tokenize(data, path), path)
+    values: dict[str, str | int] = {}
+    lines: dict[str, int] = {}
+    while not ts.at_eof():
+        key, value = ts.assignment("a key")
+        name = str(key.value)
+        if name not in _CONF_TYPES:
+            raise ts.error(key, f"unknown key '{shorten(name)}'")
+        if name in values:
+            raise ts.error(key, f"'{name}' already set at line {lines[name]}")
+        ts.check_type(key, value, _CONF_TYPES[name])
+        if name == "spool_dir" and value.value == "":
+            raise ts.error(key, "spool_dir is empty")
+        values[name] = value.value
+        lines[name] = key.line
+    if "spool_dir" not in values:
+        raise ConfigError(path, 0, "spool_dir not set")
+    return ExtsmailConf(**values)  # type: ignore[arg-type]

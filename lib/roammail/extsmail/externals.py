@@ -1,0 +1,193 @@
+"""externals.py: the extsmail externals file (extsmail.externals(5)).
+
+Owns the grammar of the externals file: which groups of externals a message
+may be sent through, chosen by its headers, and the command of each
+external.  The lexical rules (comments, identifiers, strings and their
+escapes, TIME) are core/tokens.py's, and so is the TokenStream this grammar is
+parsed with.  Every error is ConfigError(path, line, message), with line 0
+meaning the whole file.  Like tokens.py, it only turns bytes into values: it
+never compiles a header regex and never runs a command.  Only extsmaild
+imports it (extsmail, run for every mail sent, must not pay for it).
+
+Grammar (BNF; ID, STRING and TIME are the tokens of core/tokens.py):
+
+    <externals> ::= <group> | <group> <externals>
+    <group>     ::= "group" "{" <rules> <external-list> "}"
+    <rules>     ::= "" | <rule> <rules>
+    <rule>      ::= "match" "header" STRING | "reject" "header" STRING
+    <external-list> ::= <external> | <external> <external-list>
+    <external>  ::= "external" ID "{" <settings> "}"
+    <settings>  ::= "" | <setting> <settings>
+    <setting>   ::= "sendmail" "=" STRING | "timeout" "=" TIME
+
+A file has at least one group and every group at least one external; the
+header rules of a group come before its externals.  In an external,
+`sendmail` is required and each key is given at most once, in any order.
+Unlike the C extsmail, two externals of the same name (in any groups) are
+an error.  A header regex is POSIX ERE text, kept as written after the
+string escapes (so `"a\\.b"` is the regex `a.b`; write `"a\\\\.b"` for a
+literal dot).  `sendmail` is split into words as a POSIX shell would,
+without running a shell: quotes and backslashes group words, and nothing is
+expanded.
+"""
+
+from __future__ import annotations
+
+from roammail.core.errors import ConfigError
+from roammail.core.tokens import (
+    Token,
+    TokenStream,
+    _Frozen,
+    describe,
+    shorten,
+    split_words,
+    tokenize,
+)
+
+__all__ = [
+    "External",
+    "Group",
+    "HeaderRule",
+    "parse_externals",
+]
+
+# No dataclasses, shlex or typing here: each costs a cron job's run of
+# extsmaild over an empty queue more than the rest of its work.
+
+
+class HeaderRule(_Frozen):
+    """`match header "RE"` or `reject header "RE"`; pattern is POSIX ERE text."""
+
+    __slots__ = ("kind", "pattern", "line")
+    kind: str  # "match" or "reject"
+    pattern: str
+    line: int
+
+    def __init__(self, kind: str, pattern: str, line: int) -> None:
+        self._set("kind", kind)
+        self._set("pattern", pattern)
+        self._set("line", line)
+
+
+class External(_Frozen):
+    """One `external NAME { ... }`: a command to send a message through.
+
+    sendmail_argv is sendmail split into words as a POSIX shell would,
+    without running a shell.  timeout is in seconds, None when not given.
+    """
+
+    __slots__ = ("name", "sendmail", "sendmail_argv", "timeout", "line")
+    name: str
+    sendmail: str
+    sendmail_argv: list
+    timeout: int | None
+    line: int
+
+    def __init__(self, name: str, sendmail: str, sendmail_argv: list,
+                 timeout: int | None, line: int) -> None:
+        self._set("name", name)
+        self._set("sendmail", sendmail)
+        self._set("sendmail_argv", sendmail_argv)
+        self._set("timeout", timeout)
+        self._set("line", line)
+
+
+class Group(_Frozen):
+    """One `group { ... }`: header rules, then externals tried in order."""
+
+    __slots__ = ("matches", "externals", "line")
+    matches: list
+    externals: list
+    line: int
+
+    def __init__(self, matches: list, externals: list, line: int) -> None:
+        self._set("matches", matches)
+        self._set("externals", externals)
+        self._set("line", line)
+
+
+_EXTERNAL_TYPES = {"sendmail": "STRING", "timeout": "TIME"}
+
+
+def parse_externals(data: bytes | str, path: str) -> list[Group]:
+    """Parse an externals file (extsmail.externals(5)); ConfigError on any fault.
+
+    Unlike the C extsmail, two externals of the same name are an error.
+    """
+    ts = TokenStream(tokenize(data, path), path)
+    groups: list[Group] = []
+    names: dict[str, int] = {}
+    while not ts.at_eof():
+        groups.append(_group(ts, names))
+    if not groups:
+        raise ConfigError(path, 0, "no group defined")
+    return groups
+
+
+def _group(ts: TokenStream, names: dict[str, int]) -> Group:
+    start = ts.expect_word("group")
+    ts.expect("LBRACE", "'{' after 'group'")
+    rules: list[HeaderRule] = []
+    while ts.peek().kind == "ID" and ts.peek().value in ("match", "reject"):
+        keyword = ts.next()
+        ts.expect_word("header")
+        pattern = ts.expect("STRING", "a header regex in double quotes")
+        rules.append(HeaderRule(str(keyword.value), str(pattern.value), keyword.line))
+    externals: list[External] = []
+    while ts.peek().kind == "ID" and ts.peek().value == "external":
+        externals.append(_external(ts, names))
+    token = ts.peek()
+    if token.kind != "RBRACE":
+        if token.kind == "ID" and token.value in ("match", "reject"):
+            raise ts.error(token, f"'{token.value}' must come before the group's externals")
+        wanted = "'external' or '}'" if externals else "'match', 'reject' or 'external'"
+        raise ts.error(token, f"expected {wanted}, found {describe(token)}")
+    if not externals:
+        raise ts.error(start, "group has no external")
+    ts.next()
+    return Group(rules, externals, start.line)
+
+
+def _external(ts: TokenStream, names: dict[str, int]) -> External:
+    start = ts.expect_word("external")
+    name_token = ts.expect("ID", "a name after 'external'")
+    name = str(name_token.value)
+    if name in names:
+        raise ts.error(name_token, f"external '{name}' already defined at line {names[name]}")
+    names[name] = name_token.line
+    ts.expect("LBRACE", f"'{{' after 'external {name}'")
+    seen: dict[str, int] = {}  # key -> line where it was set
+    sendmail: str | None = None
+    argv: list[str] = []
+    timeout: int | None = None
+    while ts.peek().kind != "RBRACE":
+        key, value = ts.assignment("a key or '}'")
+        key_name = str(key.value)
+        if key_name not in _EXTERNAL_TYPES:
+            raise ts.error(key, f"unknown key '{shorten(key_name)}' in external '{name}'")
+        if key_name in seen:
+            raise ts.error(
+                key, f"'{key_name}' already set at line {seen[key_name]} in external '{name}'"
+            )
+        seen[key_name] = key.line
+        ts.check_type(key, value, _EXTERNAL_TYPES[key_name])
+        if key_name == "sendmail":
+            sendmail = str(value.value)
+            argv = _split_command(ts, key, sendmail)
+        else:
+            timeout = int(value.value)
+    ts.next()
+    if sendmail is None:
+        raise ts.error(start, f"external '{name}' has no sendmail")
+    return External(name, sendmail, argv, timeout, start.line)
+
+
+def _split_command(ts: TokenStream, key: Token, command: str) -> list[str]:
+    """Split a sendmail command into words as a POSIX shell would."""
+    try:
+        argv = split_words(command)
+    except ValueError as e:
+        raise ts.error(key, f"cannot split sendmail into words: {e}") from None
+    if not argv:
+        raise ts.error(key, "sendmail is empty")
+    return argv

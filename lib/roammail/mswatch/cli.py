@@ -1,0 +1,580 @@
+"""mswatch: run a sync program for exactly the mailboxes that changed, moments after they change.
+
+Usage:
+  mswatch [options] [-f | --daemon]
+  mswatch [options] --sync-now
+  mswatch -V | --version
+  mswatch -h | --help
+
+Options:
+  -c FILE, --config=FILE    The configuration file, instead of the first of
+                            ~/.mswatchrc and $XDG_CONFIG_HOME/roammail/mswatchrc.
+  -d, --dry                 Print each sync command line instead of running it.
+  -q, --quiet               Log failures only, not every sync.
+  -f, --foreground          Stay in the foreground, log to stderr (the default).
+  --daemon                  Detach from the terminal; log to syslog.
+  --pid-file=FILE           Where the running instance's pid is kept; default
+                            $XDG_RUNTIME_DIR/roammail/mswatch.pid, else
+                            ~/.cache/roammail/mswatch.pid.
+  --hooks=DIR               The hook base directory holding pre-sync.d and
+                            post-sync.d; default $XDG_CONFIG_HOME/roammail/hooks.
+  -l FILE, --log-file=FILE  Also append log lines, the sync program's and the
+                            hooks' output to FILE.
+  --sync-now                Ask the running mswatch (see --pid-file) for a full
+                            sync now, then exit.
+  -V, --version             Print the version.
+  -h, --help                Show this help (-? too).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional
+
+from .. import __version__
+from ..core import hookdirs, locations
+from ..core.child import describe_returncode, signal_group
+from ..core.cli import docopt_args, guarded
+from ..core.errors import AlreadyRunning, IOFailure, RoammailError, UnavailableError
+from ..core.supervise import spawn_dying_with_us
+from .config import MswatchConfig, Store, read_mswatchrc
+from .plan import Schedule, StartSync, Wait, decide, sync_argv
+
+TOOL = "mswatch"
+WATCHER_BACKOFF_FIRST = 1.0  # s before the first restart of a dead watcher; doubles
+WATCHER_TERM_GRACE = 0.5  # s between SIGTERM and SIGKILL for a watcher that ended
+SYNC_STOP_GRACE = 10.0  # s a running sync has to end after SIGTERM when we stop
+LOOP_TICK = 30.0  # s: the longest select() ever sleeps (a safety net, not a poll)
+READ_CHUNK = 65536
+MAX_LINE = 4096  # a watcher line longer than this is nonsense: dropped
+
+
+# ------------------------------------------------------------------ children
+
+
+def spawn(argv: list, *, stdin, stdout, stderr) -> subprocess.Popen:
+    """Start argv in its own session and process group, dying with us."""
+    return spawn_dying_with_us(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to proc's group, SIGKILL after `grace` s; reap proc (bounded)."""
+    signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(proc.pid, signal.SIGKILL)  # stragglers of the group too
+    try:
+        proc.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class Watcher:
+    """One store's watcher: a child whose stdout we read line by line.
+
+    We hold its stdin open (a pipe we never write): `ssh host inputkill
+    watch-maildirs` must not see EOF on its input until we stop it.
+    """
+
+    def __init__(self, store: Store, log, out_fd: Optional[int]) -> None:
+        self.store = store
+        self.log = log
+        self.out_fd = out_fd  # where its stderr goes (None: ours)
+        self.proc: Optional[subprocess.Popen] = None
+        self.fd = -1
+        self.stdin_w = -1
+        self.buf = b""
+        self.ready = False
+        self.backoff = 0.0
+        self.restart_at: Optional[float] = 0.0  # monotonic time; None while running
+
+    def start(self, now: float) -> None:
+        self.restart_at = None
+        self.ready = False
+        self.buf = b""
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            self.proc = spawn(list(self.store.watch), stdin=in_r, stdout=out_w,
+                              stderr=self.out_fd)
+        except OSError as exc:
+            for fd in (in_r, in_w, out_r, out_w):
+                os.close(fd)
+            self.log.error("store %s: cannot run watcher %s: %s", self.store.name,
+                           self.store.watch[0], exc.strerror)
+            self.schedule_restart(now)
+            return
+        os.close(in_r)
+        os.close(out_w)
+        os.set_blocking(out_r, False)
+        self.fd, self.stdin_w = out_r, in_w
+        self.log.debug("store %s: watcher started (pid %d)", self.store.name, self.proc.pid)
+
+    def schedule_restart(self, now: float) -> None:
+        self.backoff = WATCHER_BACKOFF_FIRST if not self.backoff else self.backoff * 2
+        self.restart_at = now + self.backoff
+
+    def read(self) -> Optional[list]:
+        """Lines now available ("" is the ready line); None at EOF."""
+        try:
+            data = os.read(self.fd, READ_CHUNK)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            return None
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        if len(self.buf) > MAX_LINE:
+            self.buf = b""
+        return [ln.decode("utf-8", "replace") for ln in lines if len(ln) <= MAX_LINE]
+
+    def close(self, grace: float = WATCHER_TERM_GRACE) -> Optional[int]:
+        """Stop its process group, reap it, close our ends; its exit code."""
+        for fd in (self.fd, self.stdin_w):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.stdin_w = -1
+        self.ready = False
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        stop_group(proc, grace)
+        return proc.returncode
+
+
+# ------------------------------------------------------------------ the loop
+
+
+class Mswatch:
+    def __init__(self, config_path: str, config: MswatchConfig, log, *, dry: bool,
+                 quiet: bool, hooks_base: str, log_file: Optional[str]) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.log = log
+        self.dry = dry
+        self.quiet = quiet
+        self.hooks_base = hooks_base
+        self.log_file = log_file
+        self.out_fd: Optional[int] = None
+        if log_file:
+            self.out_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                  | os.O_CLOEXEC, 0o600)
+        self.schedule = Schedule(config.timing)
+        self.watchers = [Watcher(s, log, self.out_fd) for s in config.stores]
+        self.all_ready_once = False
+        self.sync_proc: Optional[subprocess.Popen] = None
+        self.sync_action: Optional[StartSync] = None
+        self.sync_started = 0.0
+        self.flags: set[int] = set()
+
+    def say(self, fmt: str, *args) -> None:
+        (self.log.debug if self.quiet else self.log.info)(fmt, *args)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.flags.add(signum)
+
+    # -- signals -------------------------------------------------------------
+
+    def handle_flags(self, now: float) -> bool:
+        """Act on the signals noted; False when we must stop."""
+        flags, self.flags = self.flags, set()
+        if flags & {signal.SIGTERM, signal.SIGINT}:
+            return False
+        if signal.SIGHUP in flags:
+            self.reload(now)
+        if signal.SIGUSR1 in flags:
+            self.report_pending(now)
+        if signal.SIGUSR2 in flags:
+            self.log.info("full sync requested (SIGUSR2)")
+            self.schedule.want_full(now, forced=True)
+        return True
+
+    def report_pending(self, now: float) -> None:
+        s = self.schedule
+        if not s.pending and not s.full_wanted:
+            self.log.info("no sync pending%s", self._running_text(now))
+            return
+        boxes = ", ".join(f"{n} (due in {max(0.0, s.due_at(n) - now):.1f} s)"
+                          for n in sorted(s.pending))
+        full = "a full sync; " if s.full_wanted else ""
+        self.log.info("pending: %s%s%s", full, boxes or "no mailbox", self._running_text(now))
+
+    def _running_text(self, now: float) -> str:
+        if self.sync_action is None:
+            return ""
+        return f"; running for {now - self.sync_started:.1f} s: {self._what(self.sync_action)}"
+
+    def reload(self, now: float) -> None:
+        try:
+            new = read_mswatchrc(self.config_path)
+        except RoammailError as exc:
+            self.log.error("reload failed, keeping the old configuration: %s", exc)
+            return
+        old, self.config = self.config, new
+        self.schedule.timing = new.timing
+        for name in list(self.schedule.pending):
+            if name in new.timing.ignore:
+                del self.schedule.pending[name]
+        if old.stores != new.stores:
+            self.log.info("stores changed: restarting the watchers")
+            for w in self.watchers:
+                w.close()
+            self.watchers = [Watcher(s, self.log, self.out_fd) for s in new.stores]
+            self.all_ready_once = False
+        self.log.info("configuration reloaded from %s", self.config_path)
+
+    # -- watchers ------------------------------------------------------------
+
+    def on_lines(self, watcher: Watcher, lines: list, now: float) -> None:
+        for line in lines:
+            if not watcher.ready:
+                if line == "":
+                    watcher.ready = True
+                    watcher.backoff = 0.0
+                    self.say("store %s: watcher ready", watcher.store.name)
+                    if all(w.ready for w in self.watchers):
+                        self.schedule.want_full(now)  # at start, and after a restart
+                        self.all_ready_once = True
+                continue
+            name = line.strip("\r")
+            if not name:
+                continue
+            if self.schedule.note_change(name, now):
+                self.log.debug("store %s: %s changed", watcher.store.name, name)
+
+    def on_eof(self, watcher: Watcher, now: float) -> None:
+        code = watcher.close()
+        watcher.schedule_restart(now)
+        status = describe_returncode(code) if code is not None else "gone"
+        self.log.warning("store %s: watcher ended (%s); restarting in %.0f s",
+                         watcher.store.name, status, watcher.backoff)
+
+    # -- syncs ---------------------------------------------------------------
+
+    def _what(self, action: StartSync) -> str:
+        return "all mailboxes" if action.full else ", ".join(action.names)
+
+    def run_hooks(self, when: str, status: int) -> bool:
+        extra = {"ROAMMAIL_HOOK_LOG": self.log_file} if self.log_file else None
+        results = hookdirs.run_hooks(self.hooks_base, when, "sync", self.config.store_pair,
+                                     status, log_path=self.log_file, extra_env=extra)
+        ok = True
+        for res in results:
+            if not res.ok:
+                ok = False
+                self.log.warning("%s-sync hook %s failed: %s", when, res.path, res.status)
+        return ok
+
+    def start_sync(self, action: StartSync, now: float) -> None:
+        c = self.config
+        argv = sync_argv(list(c.sync), action.names, action.full, c.prefix, c.separator)
+        self.schedule.started(action, now)
+        self.sync_action, self.sync_started = action, now
+        if self.dry:
+            sys.stdout.write(" ".join(_shell_word(a) for a in argv) + "\n")
+            sys.stdout.flush()
+            self.finish_sync(0, now)
+            return
+        if not self.run_hooks("pre", 0):
+            self.log.error("sync of %s not run: a pre-sync hook failed", self._what(action))
+            self.finish_sync(1, time.monotonic(), hooks=False)
+            return
+        try:
+            self.sync_proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=self.out_fd,
+                                   stderr=self.out_fd)
+        except OSError as exc:
+            self.log.error("cannot run %s: %s", argv[0], exc.strerror)
+            self.finish_sync(127, time.monotonic())
+
+    def poll_sync(self, now: float) -> None:
+        if self.sync_proc is None:
+            return
+        code = self.sync_proc.poll()
+        if code is None:
+            return
+        self.sync_proc = None
+        self.finish_sync(code, now)
+
+    def finish_sync(self, code: int, now: float, hooks: bool = True) -> None:
+        action = self.sync_action
+        assert action is not None
+        took = now - self.sync_started
+        self.schedule.finished(code == 0, now)
+        self.sync_action = None
+        if code == 0:
+            self.say("synced %s in %.1f s: exit status 0", self._what(action), took)
+        else:
+            self.log.warning("sync of %s failed after %.1f s: %s; retry in %.0f s",
+                             self._what(action), took, describe_returncode(code),
+                             self.schedule.backoff)
+        if hooks and not self.dry:
+            self.run_hooks("post", code if code >= 0 else 128 - code)
+
+    def stop_sync(self) -> None:
+        if self.sync_proc is not None:
+            self.log.info("stopping the running sync of %s", self._what(self.sync_action))
+            stop_group(self.sync_proc, SYNC_STOP_GRACE)
+            self.sync_proc = None
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                   signal.SIGUSR2, signal.SIGCHLD)
+        old = {s: signal.signal(s, self._on_signal) for s in handled}
+        self.log.info("started: config %s, stores %s", self.config_path,
+                      " and ".join(s.name for s in self.config.stores))
+        try:
+            self.loop(wake_r)
+        finally:
+            self.stop_sync()
+            for w in self.watchers:
+                w.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(wake_r)
+            os.close(wake_w)
+            if self.out_fd is not None:
+                os.close(self.out_fd)
+        self.log.info("stopped")
+        return 0
+
+    def loop(self, wake_r: int) -> None:
+        while True:
+            now = time.monotonic()
+            if self.flags and not self.handle_flags(now):
+                return
+            for w in self.watchers:
+                if w.restart_at is not None and now >= w.restart_at:
+                    w.start(now)
+            self.poll_sync(now)
+            wait_until: Optional[float] = None
+            if self.all_ready_once:
+                action = decide(self.schedule, now)
+                if isinstance(action, StartSync):
+                    self.start_sync(action, now)
+                    continue
+                assert isinstance(action, Wait)
+                wait_until = action.until
+            for w in self.watchers:
+                if w.restart_at is not None:
+                    wait_until = w.restart_at if wait_until is None else min(wait_until,
+                                                                              w.restart_at)
+            timeout = LOOP_TICK if wait_until is None else min(LOOP_TICK,
+                                                               max(0.0, wait_until - now))
+            fds = [wake_r] + [w.fd for w in self.watchers if w.fd >= 0]
+            try:
+                readable, _, _ = select.select(fds, [], [], timeout)
+            except InterruptedError:
+                continue
+            if wake_r in readable:
+                _drain(wake_r)
+            now = time.monotonic()
+            for w in list(self.watchers):
+                if w.fd >= 0 and w.fd in readable:
+                    lines = w.read()
+                    if lines is None:
+                        self.on_eof(w, now)
+                    else:
+                        self.on_lines(w, lines, now)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _shell_word(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+# ------------------------------------------------------------------ pid file
+
+
+def default_pid_file() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/"):
+        return os.path.join(runtime, "roammail", "mswatch.pid")
+    return os.path.join(locations.home(), ".cache", "roammail", "mswatch.pid")
+
+
+def hold_pid_file(path: str) -> int:
+    """Create and lock the pid file, write our pid; the fd keeps the lock.
+    AlreadyRunning when another mswatch holds it; IOFailure when it cannot
+    be made (a directory, a missing parent that cannot be created...)."""
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # from makedirs: something else is in the way
+        raise IOFailure(f"cannot open the pid file {path}: {directory} is not a directory") \
+            from None
+    except OSError as exc:
+        raise IOFailure(f"cannot open the pid file {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise AlreadyRunning(f"another mswatch is running (pid {other or '?'}, {path})") \
+                from None
+        raise IOFailure(f"cannot lock the pid file {path}: {exc.strerror or exc}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise IOFailure(f"cannot write the pid file {path}: {exc.strerror or exc}") from None
+    return fd
+
+
+def check_log_file(path: str) -> None:
+    """IOFailure unless the --log-file can be opened for appending (made
+    if missing): told now, in one line, not by a failing log handler."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise IOFailure(f"cannot open the log file {path}: {exc.strerror or exc}") from None
+
+
+def release_pid_file(path: str, fd: int) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def signal_running(path: str, signum: int) -> int:
+    """Send signum to the mswatch holding pid file `path`; its pid."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        raise UnavailableError(f"no running mswatch ({path} is missing)") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            raise UnavailableError(f"no running mswatch ({path} is stale)")
+        except BlockingIOError:
+            pass  # locked: somebody runs
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    if not text.isdigit():
+        raise UnavailableError(f"no running mswatch ({path} holds no pid)")
+    pid = int(text)
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        raise UnavailableError(f"no running mswatch (pid {pid} of {path} is gone)") from None
+    return pid
+
+
+# ---------------------------------------------------------------------- main
+
+
+def find_config(explicit: Optional[str]) -> str:
+    if explicit:
+        return locations.expand_home(explicit)
+    cands = locations.candidates("~/.mswatchrc", "mswatchrc", None)
+    found = locations.first_existing(cands)
+    if found is None:
+        from ..core.errors import ConfigError
+
+        raise ConfigError(cands[0], 0, "no configuration file (also looked for "
+                          + ", ".join(cands[1:]) + ")")
+    return found
+
+
+def setup_log(stderr: bool, log_file: Optional[str]):
+    import logging
+
+    from ..core import log as logmod
+
+    logger = logmod.setup(TOOL, stderr=stderr)
+    for h in [h for h in logger.handlers if getattr(h, "_mswatch_file", False)]:
+        logger.removeHandler(h)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s mswatch[%(process)d]: %(message)s"))
+        handler._mswatch_file = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    return logger
+
+
+def run(argv: Optional[list]) -> int:
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if "-?" in args_in:  # the original's help option; docopt cannot spell it
+        sys.stdout.write(__doc__.strip() + "\n")
+        return 0
+    args = docopt_args(__doc__, args_in)
+    if args["--version"]:
+        sys.stdout.write(f"{TOOL} (roammail) {__version__}\n")
+        return 0
+    pid_path = locations.expand_home(args["--pid-file"] or default_pid_file())
+    if args["--sync-now"]:
+        pid = signal_running(pid_path, signal.SIGUSR2)
+        sys.stdout.write(f"mswatch: asked pid {pid} for a full sync\n")
+        return 0
+    config_path = find_config(args["--config"])
+    config = read_mswatchrc(config_path)
+    hooks = args["--hooks"]
+    hooks_base = hookdirs.default_base() if hooks is None else locations.expand_home(hooks)
+    log_file = args["--log-file"]
+    if log_file:
+        log_file = os.path.abspath(locations.expand_home(log_file))
+        check_log_file(log_file)
+    options = dict(dry=args["--dry"], quiet=args["--quiet"], hooks_base=hooks_base,
+                   log_file=log_file)
+    if args["--daemon"]:
+        import daemon as pydaemon
+
+        pid_path = os.path.abspath(pid_path)
+        config_path = os.path.abspath(config_path)
+        os.close(hold_pid_file(pid_path))  # refuse now, while we can still say why
+        with pydaemon.DaemonContext(umask=0o077, working_directory="/"):
+            log = setup_log(False, log_file)
+            fd = hold_pid_file(pid_path)
+            try:
+                return Mswatch(config_path, config, log, **options).run()
+            except Exception as exc:  # detached: the log is the only place left
+                log.error("exiting on an unexpected error: %s: %s", type(exc).__name__, exc)
+                return 70
+            finally:
+                release_pid_file(pid_path, fd)
+    fd = hold_pid_file(pid_path)
+    try:
+        log = setup_log(True, log_file)
+        return Mswatch(config_path, config, log, **options).run()
+    finally:
+        release_pid_file(pid_path, fd)
+
+
+def main(argv: Optional[list] = None) -> int:
+    return guarded(TOOL, lambda: run(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

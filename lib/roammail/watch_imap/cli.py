@@ -1,0 +1,244 @@
+"""watch-imap: print the name of each IMAP folder that changes, for mswatch.
+
+Usage:
+  watch-imap [options] -a NAME
+  watch-imap [options] -a NAME --list
+  watch-imap -V | --version
+  watch-imap -h | --help
+
+Options:
+  -a NAME, --account=NAME  The account: a block of the configuration file,
+                           else an IMAPAccount, IMAPStore or Channel of
+                           mbsync's configuration.
+  -c FILE, --config=FILE   The configuration file; default
+                           $XDG_CONFIG_HOME/roammail/watch-imap.conf.
+  --mbsyncrc=FILE          mbsync's configuration; default ~/.mbsyncrc.
+  -l, --list               Print the account's folders as mbsync names
+                           them, one per line, then exit.
+  -v, --verbose            Log each connection step and each change.
+  -V, --version            Print the version.
+  -h, --help               Show this help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+from .. import __version__
+from ..core.cli import docopt_args, exit_at_once, guarded, silence_stdout
+from ..core.watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
+from .config import default_config_path, default_mbsyncrc, resolve_account
+from .watch import AccountWatch, MailboxNames, Reporter, list_names
+
+TOOL = "watch-imap"
+STDOUT = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Told to stop, the watcher logs out (imap.LOGOUT_GRACE at most) and ends a
+# tunnel command (a few seconds at most, when it lingers); it is not
+# waited for longer than this.
+SHUTDOWN_LIMIT = 5.0  # seconds
+
+log = logging.getLogger("roammail.watch_imap.cli")
+
+
+class StdoutReporter(Reporter):
+    """The watcher protocol on a descriptor: the ready line, then names,
+    a burst of one name coalesced; `gone` is set when the reader left."""
+
+    def __init__(self, fd: int, window: float = COALESCE_WINDOW) -> None:
+        self.fd = fd
+        self.loop = asyncio.get_running_loop()
+        self.coalescer = Coalescer(window)
+        self.gone = asyncio.Event()
+        self._encoded: dict = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._watching = False
+
+    def ready(self) -> None:
+        self._write(READY_LINE)
+
+    def changed(self, names) -> None:
+        now = self.loop.time()
+        for name in names:
+            self.coalescer.add(name, now)
+        self._flush()
+
+    def _flush(self) -> None:
+        self._timer = None
+        due = self.coalescer.pop_due(self.loop.time())
+        if due:
+            self._write(protocol_lines(due, self._encoded))
+        when = self.coalescer.next_due()
+        if when is not None and self._timer is None:
+            self._timer = self.loop.call_at(when, self._flush)
+
+    def _write(self, data: bytes) -> None:
+        if self.gone.is_set():
+            return
+        try:
+            write_all(self.fd, data)
+        except OSError:  # EPIPE above all: the reader went away
+            self.gone.set()
+
+    def watch_reader(self) -> None:
+        """Notice a reader that closes its end while nothing is written
+        (a pipe's writing end reports an error then)."""
+        try:
+            if not stat.S_ISFIFO(os.fstat(self.fd).st_mode):
+                return
+            self.loop.add_reader(self.fd, self._on_event)
+            self._watching = True
+        except (OSError, ValueError):
+            pass
+
+    def _on_event(self) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(self.fd, 0)
+        if any(r & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
+               for _, r in poller.poll(0)):
+            self.gone.set()
+            self.close()
+
+    def close(self) -> None:
+        if self._watching:
+            self.loop.remove_reader(self.fd)
+            self._watching = False
+
+
+def names_style(style: str) -> bool:
+    """True when non-ASCII names are to be printed decoded (UTF-8).
+
+    auto: as the mbsync on PATH names them: 1.5 and later decode modified
+    UTF-7, 1.4 and earlier show it encoded (and so does no mbsync)."""
+    if style != "auto":
+        return style == "utf8"
+    try:
+        out = subprocess.run(["mbsync", "--version"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             timeout=10, check=False).stdout.decode(errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return mbsync_decodes(out)
+
+
+def mbsync_decodes(version_text: str) -> bool:
+    """From `mbsync --version` ("isync 1.4.4"): does it decode UTF-7 names?"""
+    words = version_text.split()
+    for word in words:
+        parts = word.split(".")
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            return (int(parts[0]), int(parts[1])) >= (1, 5)
+    return False
+
+
+async def watch(account, names: MailboxNames) -> int:
+    """Watch until the reader goes away or a signal: the exit status.
+
+    The signal handlers are in place before anything is awaited.  Told to
+    stop, the watcher logs out; that may take SHUTDOWN_LIMIT at most, and a
+    second signal cuts it short: the process then ends at once."""
+    loop = asyncio.get_running_loop()
+    signals: list = []
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        signals.append(signum)
+        stop.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    reporter = StdoutReporter(STDOUT)
+    try:
+        reporter.watch_reader()
+        task = asyncio.ensure_future(AccountWatch(account, reporter, names).run())
+        await _first_of(task, stop.wait(), reporter.gone.wait())
+        if not task.done():
+            task.cancel()
+            stop.clear()
+            await _first_of(task, stop.wait(), timeout=SHUTDOWN_LIMIT)
+    finally:
+        reporter.close()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    status = EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else 0
+    if not task.done():
+        # Waiting longer, or letting asyncio.run wait for it, would keep
+        # the process alive after it was told to go.
+        why = "told again" if len(signals) > 1 else f"not done within {SHUTDOWN_LIMIT:g} s"
+        log.warning("%s: leaving without logging out (%s)", account.name, why)
+        silence_stdout()
+        exit_at_once(status)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()
+    return status
+
+
+async def _first_of(task: asyncio.Future, *others, timeout: float | None = None) -> None:
+    """Wait until `task` or one of the `others` (coroutines) is done, or `timeout`."""
+    waiters = [asyncio.ensure_future(other) for other in others]
+    try:
+        await asyncio.wait([task, *waiters], timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def list_lines(account, found: list) -> list:
+    """What --list prints: the lines `mbsync -l CHANNEL` prints for the
+    server's folders when the account is a Channel, else the names."""
+    channel = account.channel
+    if channel is None:
+        return list(found)
+    if not channel.patterns:
+        return [channel.list_line("")]  # one mailbox pair, whether it exists or not
+    return [channel.list_line(name) for name in found]
+
+
+def run(argv: list | None) -> int:
+    args = docopt_args(__doc__, sys.argv[1:] if argv is None else argv)
+    if args["--version"]:
+        sys.stdout.write(f"{TOOL} (roammail) {__version__}\n")
+        return 0
+    from ..core import locations
+    from ..core import log as logmod
+
+    explicit = args["--config"]
+    config_path = locations.expand_home(explicit) if explicit else default_config_path()
+    mbsyncrc = (locations.expand_home(args["--mbsyncrc"]) if args["--mbsyncrc"]
+                else default_mbsyncrc())
+    account = resolve_account(args["--account"], config_path, mbsyncrc,
+                              config_explicit=bool(explicit))
+    logmod.setup(TOOL, stderr=True, syslog=False, verbose=args["--verbose"])
+    names = MailboxNames(utf8=names_style(account.names))
+    if args["--list"]:
+        found = asyncio.run(list_names(account, names))
+        sys.stdout.write("".join(f"{line}\n" for line in list_lines(account, found)))
+        sys.stdout.flush()
+        return 0
+    try:
+        os.fstat(STDOUT)
+    except OSError:
+        from ..core.errors import IOFailure
+
+        raise IOFailure("standard output is closed") from None
+    status = asyncio.run(watch(account, names))
+    silence_stdout()
+    return status
+
+
+def main(argv: list | None = None) -> int:
+    return guarded(TOOL, lambda: run(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
