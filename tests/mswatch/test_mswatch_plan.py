@@ -1,4 +1,4 @@
-"""mswatch_plan: the scheduling rules, driven by hypothesis through random
+"""mswatch.plan: the scheduling rules, driven by hypothesis through random
 histories of changes, sync outcomes, full-sync requests and time."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ events = st.lists(st.one_of(
 
 
 class World:
-    """Runs the schedule as mswatch.py does and records what happened."""
+    """Runs the schedule as mswatch/cli.py does and records what happened."""
 
     def __init__(self, timing: Timing) -> None:
         self.s = Schedule(timing)

@@ -1,4 +1,4 @@
-"""The pure decisions of syncmail_plan, driven by hypothesis."""
+"""The pure decisions of syncmail.plan, driven by hypothesis."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_ranges_round_trip(indices):
 
 
 def test_human_bytes_for_the_progress_line():
-    from roammail.syncmail.journal import human_bytes
+    from roammail.syncmail.log import human_bytes
 
     assert [human_bytes(n) for n in (0, 999, 1000, 300_000, 46_100_000, 2_300_000_000)] == [
         "0 bytes", "999 bytes", "1.0 KB", "300.0 KB", "46.1 MB", "2.3 GB"]

@@ -22,7 +22,7 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 FORBIDDEN = [
     "re", "typing", "dataclasses", "inspect", "shlex", "docopt", "plumbum", "subprocess",
     "logging", "threading", "hashlib", "enum", "selectors", "locale",
-    "roammail.syncmail.move", "roammail.syncmail.journal", "roammail.core.durable",
+    "roammail.syncmail.move", "roammail.syncmail.log", "roammail.core.durable",
     "roammail.core.child",
 ]
 

@@ -1,4 +1,4 @@
-"""Unit tests of watch.py's parts that need no running tool:
+"""Unit tests of watch_maildirs/watch.py's parts that need no running tool:
 
 - Coalescer, with a fake clock (and hypothesis: no change waits longer than
   the window, no name is written twice within it);

@@ -1,4 +1,4 @@
-"""netwatch.py: observe a process tree and its TCP traffic from outside (Linux).
+"""traffic.py: observe a process tree and its TCP traffic from outside (Linux).
 
 Owns the reading of the process table (/proc/PID/stat), of the sockets a
 process holds (/proc/PID/fd/N -> "socket:[INODE]") and of the kernel's

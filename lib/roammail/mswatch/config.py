@@ -1,4 +1,4 @@
-"""mswatch_config.py: the ~/.mswatchrc file: its tokenizer and its parser.
+"""mswatch/config.py: the ~/.mswatchrc file: its tokenizer and its parser.
 
 The only code that reads ~/.mswatchrc.  The format is the original
 mswatch's (mswatchrc(5)): `#` comments, whitespace-separated tokens, one

@@ -1,11 +1,11 @@
-"""mswatch_plan.py: mswatch's scheduling decisions, as pure code.
+"""mswatch/plan.py: mswatch's scheduling decisions, as pure code.
 
 Owns WHEN a sync runs and WHICH mailboxes it covers.  `Schedule` holds the
 state (pending mailboxes with the time of their first queued change, the
 start time of the last sync of each mailbox, whether a full sync is wanted,
 the failure backoff, whether a sync is running); `decide(schedule, now)`
 returns the next action: `StartSync(names, full)` or `Wait(until)`.  The
-event loop (mswatch.py) tells the schedule what happened (`note_change`,
+event loop (mswatch/cli.py) tells the schedule what happened (`note_change`,
 `want_full`, `started`, `finished`) and does the I/O.
 
 Rules (mswatch(1) documents them):

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from typing import Optional
 
     from ..core.tokens import Token, TokenStream
-    from .journal import TerminalLog
+    from .log import TerminalLog
     from .plan import Action
 
 # Start-up is on the clock of every run, and most runs find nothing new:
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # logging, typing, dataclasses, re, subprocess, threading, plumbum or
 # docopt for the usual command lines), and ssh starts before anything
 # else is imported or read: the local maildirs, the journal, logging and
-# the moving machinery (syncmail_move) are loaded while it logs in.
+# the moving machinery (syncmail.move) are loaded while it logs in.
 # tests/syncmail/test_start_imports.py holds that list.
 
 TOOL = "syncmail"
@@ -55,7 +55,7 @@ EXIT_CONFIG = EX_CONFIG
 # Server tmp/ files untouched this long are reported (maildir's own limit).
 STALE_TMP_SECONDS = 36 * 3600
 # Messages per tar stream (and per journal write), unless
-# $ROAMMAIL_SYNCMAIL_BATCH says otherwise; syncmail_move.BATCH_BYTES caps
+# $ROAMMAIL_SYNCMAIL_BATCH says otherwise; move.BATCH_BYTES caps
 # a batch's bytes too.
 BATCH_MESSAGES = 1000
 
@@ -112,7 +112,7 @@ def parse_args(argv: Optional[list[str]]) -> dict:
 
 # ------------------------------------------------------------ configuration
 #
-# Grammar (syncmail.conf(5)); the tokens are config.py's:
+# Grammar (syncmail.conf(5)); the tokens are core/tokens.py's:
 #
 #   <config>  ::= <source> | <source> <config>
 #   <source>  ::= "source" ID "{" <items> "}"
@@ -324,7 +324,7 @@ def _sha256_hex(data: bytes) -> str:
 NAME_MAX = 255
 # Characters of a source's name kept in a hashed state file name.
 STATE_HINT_CHARS = 40
-# What a name syncmail.conf accepts is made of (config.py's identifiers).
+# What a name syncmail.conf accepts is made of (core/tokens.py's identifiers).
 _NAME_CHARS = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
@@ -387,7 +387,7 @@ class _Busy(Exception):
 
 
 class Logs:
-    """syncmail_log.setup_logging, done once and only when needed: right
+    """log.setup_logging, done once and only when needed: right
     after ssh has started, or before that for an error."""
 
     def __init__(self, verbose: bool, quiet: bool) -> None:
@@ -399,7 +399,7 @@ class Logs:
     @property
     def log(self):
         if self._log is None:
-            from .journal import setup_logging
+            from .log import setup_logging
 
             self._log, self.terminal = setup_logging(self.verbose, self.quiet)
         return self._log

@@ -1,11 +1,11 @@
-"""syncmail_move.py: moving one source's new mail, over a RemoteSession.
+"""syncmail/move.py: moving one source's new mail, over a RemoteSession.
 
 Owns what syncmail does with a listing once it has one: the pipeline of
 batches (asked for ahead of their answers), staging each message where
 the rules send it, making a batch durable and naming its messages (in a
 thread, while the next batch is read), the journal of messages in both
 places, and asking the server to remove exactly what is safely here.
-The decisions themselves are syncmail_plan's pure functions; the wire is
+The decisions themselves are plan.py's pure functions; the wire is
 remote.py's.  It never removes anything on the server that is not
 durable here under its name, and never overwrites a local message.
 
@@ -24,7 +24,7 @@ from collections import deque
 from ..core import durable, maildir
 from ..core.durable import fsync_dir, write_file_atomically
 from ..core.errors import IOFailure, RoammailError
-from .journal import PER_MESSAGE, PROGRESS_MESSAGES, Progress
+from .log import PER_MESSAGE, PROGRESS_MESSAGES, Progress
 from .plan import (
     INBOX_ACTION,
     LocalCopy,
@@ -40,7 +40,7 @@ TYPE_CHECKING = False  # typing costs ~15 ms to import: only type checkers read 
 if TYPE_CHECKING:
     from typing import Optional
 
-    from .journal import TerminalLog
+    from .log import TerminalLog
     from .plan import Action
 
 # One tar stream carries at most the caller's batch of messages and about

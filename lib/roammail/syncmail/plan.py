@@ -1,9 +1,9 @@
-"""syncmail_plan.py: syncmail's decisions, as pure functions.
+"""syncmail/plan.py: syncmail's decisions, as pure functions.
 
 Owns what syncmail decides, and nothing it does: which entries of the
 server's new/ are fetched, refused, left alone or only removed; where a
 message goes by the rules; which server files may be removed.  It never
-touches a file, a process or the network: syncmail.py gathers the facts
+touches a file, a process or the network: cli.py gathers the facts
 (the server's listing, the local state, the journal), calls these
 functions and carries out the actions.
 

@@ -1,11 +1,11 @@
-"""remote.py: syncmail's one ssh session to the server's maildir.
+"""syncmail/remote.py: syncmail's one ssh session to the server's maildir.
 
 Owns the wire: it runs the system OpenSSH client once per source, with a
 small POSIX sh program (REMOTE_SCRIPT) as the remote command, and speaks
 that program's line protocol over the session's stdin/stdout.  The server
 needs only sh, find, tar, touch and rm (and wc and dd where find is not
 GNU find).  It never writes a local file, never decides what to fetch or
-remove (the caller does, see syncmail_plan.py), and never puts data (a
+remove (the caller does, see plan.py), and never puts data (a
 file name, a path) into a command line unquoted: the maildir path travels
 as one quoted argument, and file names never travel to the server at
 all; the caller names files by their index in the server's own listing.
@@ -238,7 +238,7 @@ done
 """
 
 # The listing's TYPE letters (GNU find's %y, or the fallback loop's) as
-# syncmail_plan's entry kinds; any other letter is "o".
+# plan.py's entry kinds; any other letter is "o".
 _KINDS = {b"f": "f", b"l": "l", b"d": "d"}
 
 
@@ -447,7 +447,7 @@ class Reader:
 
 class Listing:
     """What the server's maildir holds: `stale_tmp`, the names of old tmp/
-    files; `entries`, new/ (syncmail_plan.Entry); `sizes`, name -> size of
+    files; `entries`, new/ (plan.Entry); `sizes`, name -> size of
     the regular files whose size the listing gave."""
 
     __slots__ = ("stale_tmp", "entries", "sizes")

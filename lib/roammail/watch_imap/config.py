@@ -1,4 +1,4 @@
-"""watch_imap_config.py: watch-imap's accounts, from its file or from ~/.mbsyncrc.
+"""watch_imap/config.py: watch-imap's accounts, from its file or from ~/.mbsyncrc.
 
 Owns the grammar of watch-imap.conf(5) and the resolution of an account
 name into an `Account`: the block of that name in watch-imap's file; else
@@ -8,7 +8,7 @@ delimiter, and a Channel's boxes and Patterns: the user writes nothing
 twice).  A block may name its mbsync
 account (`mbsync = "work"`) and add or override settings.
 
-Grammar (the lexical rules of extsmail.conf(5), config.py's, plus bare
+Grammar (the lexical rules of extsmail.conf(5), core/tokens.py's, plus bare
 numbers):
 
     <file>     ::= "" | <account> <file>

@@ -1,6 +1,6 @@
-"""imapwatch.py: which folders of an IMAP account change, and when.
+"""watch_imap/watch.py: which folders of an IMAP account change, and when.
 
-It owns the watching of one account (an `Account` of watch_imap_config):
+It owns the watching of one account (an `Account` of watch_imap.config):
   - NOTIFY (RFC 5465) when the server offers it: one connection, INBOX
     examined (so that mail dropped straight into the server's INBOX
     directory is seen too: servers watch the selected folder's files),

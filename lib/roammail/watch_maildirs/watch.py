@@ -1,4 +1,4 @@
-"""watch.py: inotify on maildirs: which Maildir++ folder changed, and when.
+"""watch_maildirs/watch.py: inotify on maildirs: which Maildir++ folder changed, and when.
 
 It owns every inotify watch put on a maildir (through inotify.py): the
 mapping from an event to the folder it concerns ("INBOX" for the base,

@@ -1,4 +1,4 @@
-"""syncmail_log.py: where syncmail's lines go, and its progress line.
+"""syncmail/log.py: where syncmail's lines go, and its progress line.
 
 Owns syncmail's logging set-up (syslog through roammail.core.log, and stderr
 as the options and a terminal say) and the progress line a terminal
