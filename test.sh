@@ -11,9 +11,10 @@
 #    pytest-shell, hypothesis, aiosmtpd, ruff, and roammail itself).
 # 3. Installs roammail with ./install.sh into .test-prefix, so black-box
 #    tests run the launchers a user would run (ROAMMAIL_PREFIX).
-# 4. Runs ruff, lint-imports (the package contracts of pyproject.toml),
-#    shellcheck (hooks and scripts), mandoc -Tlint on every man page, and
-#    pytest (each test under a time limit: a hang fails it).
+# 4. Runs ruff, mypy over lib/, lint-imports (the package contracts of
+#    pyproject.toml), then the shell checker over the hooks and scripts,
+#    mandoc -Tlint on every man page, and pytest (each test under a time
+#    limit: a hang fails it).
 # 5. As root, for a whole-suite run (no PYTEST-ARGS): builds the .deb from
 #    the tracked files (dpkg-buildpackage -us -uc -b), checks it with
 #    lintian (no error allowed), installs it with apt into the system (it
@@ -72,7 +73,7 @@ if [ ! -x "$venv/bin/python3" ]; then
 fi
 "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
     --upgrade -e "${top}[test]" 2>&1 | grep -v 'is ignored: it is neither' >&2 || true
-"$venv/bin/python3" -c 'import pytest, pytest_shell, pytest_timeout, hypothesis, aiosmtpd, docopt, daemon, inotify_simple' ||
+"$venv/bin/python3" -c 'import mypy, importlinter, pytest, pytest_shell, pytest_timeout, hypothesis, aiosmtpd, docopt, daemon, inotify_simple' ||
     die "the test virtualenv is incomplete: pip could not install the test dependencies"
 
 prefix=$top/.test-prefix
@@ -84,13 +85,17 @@ export ROAMMAIL_PREFIX
 say "ruff"
 "$venv/bin/ruff" check -q lib tests bench || die "ruff found problems"
 
+say "mypy"
+( cd "$top" && "$venv/bin/mypy" ) || die "mypy found problems"
+
 say "lint-imports"
 ( cd "$top" && PYTHONPATH=$top/lib "$venv/bin/lint-imports" --no-cache ) > "$top/.lint-imports.log" 2>&1 || {
     cat "$top/.lint-imports.log" >&2; die "lint-imports: a package contract is broken"; }
 
 if command -v shellcheck >/dev/null 2>&1; then
     say "shellcheck"
-    shellcheck hooks/mail-on-failure hooks/persistent-ssh install.sh test.sh .ci/run ||
+    shellcheck hooks/mail-on-failure hooks/persistent-ssh install.sh test.sh .ci/run \
+        lib/roammail/syncmail/remote.sh ||
         die "shellcheck found problems"
 elif [ "${CI:-}" = true ]; then
     die "shellcheck is missing"

@@ -463,13 +463,13 @@ def completion_script(tool: str, doc: str, commands: list[str] | None = None) ->
     code = "\n\n".join(_indent(textwrap.dedent(part).strip("\n"), "    ") for part in parts)
     code = code.replace("@F@", func)
     functions = extra.functions.replace("@F@", func)
-    names = " ".join(commands or [tool])
-    return (f"# bash completion for {names}: made by {PROG} from the usage text of\n"
+    registered = " ".join(commands or [tool])
+    return (f"# bash completion for {registered}: made by {PROG} from the usage text of\n"
             f"# {tool}; install.sh writes it anew, edit {PROG} instead.\n"
             f"# Needs bash-completion, which loads this directory.\n"
             f"{functions}\n"
             f"{func}()\n{{\n{code}\n}} &&\n"
-            f"    complete -F {func} {names}\n")
+            f"    complete -F {func} {registered}\n")
 
 
 def tool_module(tool: str) -> str:

@@ -471,6 +471,7 @@ class _Pump:
                 self.sel.register(proc.stdin, selectors.EVENT_WRITE)
             if proc.stdout is not None:
                 self.sel.register(proc.stdout, selectors.EVENT_READ)
+            assert proc.stderr is not None  # run_child always pipes it
             self.sel.register(proc.stderr, selectors.EVENT_READ)
             self._loop()
             if self.infile is not None:
@@ -584,6 +585,7 @@ class _Pump:
     def _write_stdin(self) -> bool:
         """Write one chunk; True on progress.  Closes stdin at the end or on EPIPE."""
         stdin = self.proc.stdin
+        assert stdin is not None  # registered only when stdin is a pipe
         try:
             chunk = self.source.pending()
         except OSError as exc:

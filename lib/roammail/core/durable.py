@@ -335,6 +335,7 @@ def reopen(staged: "Staged"):
     if staged.fd is not None:
         return open(posix.open(str(staged.fd), posix.O_RDONLY | getattr(posix, "O_CLOEXEC", 0),
                                  dir_fd=_proc_fd_dir()), "rb")
+    assert staged.temp is not None  # named: a Staged has a name or a descriptor
     return open(staged.temp, "rb")  # noqa: SIM115 - the caller closes it
 
 
@@ -352,6 +353,7 @@ def publish(staged: "Staged", *, overwrite: bool = False) -> str:
     if staged.fd is not None:
         return _link_unnamed(staged, overwrite)
     temp, final = staged.temp, staged.final
+    assert temp is not None  # named: a Staged has a name or a descriptor
     try:
         if overwrite:
             posix.rename(temp, final)

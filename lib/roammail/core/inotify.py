@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 
 class flags:  # noqa: N801 - named as inotify_simple's, which callers knew
@@ -59,8 +60,8 @@ class Inotify:
     """One inotify instance (close-on-exec; non-blocking if asked)."""
 
     def __init__(self, nonblocking: bool = False, *, use: str | None = None) -> None:
-        self._simple = None
-        self._calls = None
+        self._simple: Any = None
+        self._calls: Any = None  # pyinotify's inotify calls, where it is the backend
         if (use or backend()) == "inotify_simple":
             from inotify_simple import INotify
 

@@ -267,7 +267,7 @@ class Supervisor:
             if self._wake_r in readable:
                 self._drain_wakeup()
             ready = {fd for fd in readable if fd != self._wake_r}
-            if not readable and remaining is not None and time.monotonic() >= deadline:
+            if not readable and deadline is not None and time.monotonic() >= deadline:
                 self._forward_pending()
                 self._reap()
                 return set()

@@ -56,6 +56,10 @@ from ..core.errors import (
 from . import spool
 from .conf import ExtsmailConf, parse_extsmail_conf, read_config_file
 
+TYPE_CHECKING = False  # typing is not imported at run time: an empty-queue run avoids it
+if TYPE_CHECKING:
+    from typing import Callable
+
 TOOL = "extsmaild"
 
 # Daemon timing (seconds).  Backoff after a failing cycle doubles from the
@@ -222,7 +226,7 @@ class Deliverer:
         self.reported_corrupt: dict[str, float] = {}
         # Called once, before the first delivery (batch mode installs its
         # signal handlers there: `signal` is not cheap to import).
-        self.before_delivery = None
+        self.before_delivery: Callable[[], None] | None = None
         self._sharing = None  # sshshare.SshSharing, made for the first delivery
 
     # -- one cycle -----------------------------------------------------------
@@ -843,14 +847,14 @@ def test_config(conf_opt: str | None, externals_opt: str | None, out) -> int:
 # What docopt makes of the command lines that cron and the service unit
 # repeat (tests/extsmail check each against docopt): docopt costs an empty
 # run more than everything else it does (it imports re and typing).
-_DOCOPT_DEFAULTS = {
+_DOCOPT_DEFAULTS: dict[str, object] = {
     "--conf": None, "--externals": None, "--jobs": "4", "--stall-timeout": "60",
     "--mode": "batch",
     "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
     "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
     "--help": False,
 }
-_COMMON_COMMAND_LINES = {
+_COMMON_COMMAND_LINES: dict[tuple[str, ...], dict[str, object]] = {
     (): {},
     ("-m", "batch"): {},
     ("--mode", "batch"): {},

@@ -66,6 +66,7 @@ def run(argv: list[str] | None) -> int:
                                f"{exc.strerror or exc}") from None
     with diag, Supervisor(command, devnull_stdin=False, subreaper=True) as child:
         child.start()
+        assert child.pid is not None  # started
         watch = TrafficWatch(parent=os.getpid(), session=child.pid, diag=diag)
         interval = poll_interval(timeout)
         last_activity = next_look = time.monotonic()

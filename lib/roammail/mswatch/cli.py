@@ -262,7 +262,9 @@ class Mswatch:
 
     # -- syncs ---------------------------------------------------------------
 
-    def _what(self, action: StartSync) -> str:
+    def _what(self, action: StartSync | None) -> str:
+        if action is None:
+            return "nothing"
         return "all mailboxes" if action.full else ", ".join(action.names)
 
     def run_hooks(self, when: str, status: int) -> bool:

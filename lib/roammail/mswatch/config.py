@@ -133,7 +133,7 @@ class _Parser:
 
     def rest_of_line(self) -> list[Token]:
         """The WORD tokens up to the end of the line (a brace there is an error)."""
-        words = []
+        words: list[Token] = []
         while True:
             tok = self.peek()
             if tok is None or tok.kind == NEWLINE:

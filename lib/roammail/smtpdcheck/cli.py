@@ -794,6 +794,16 @@ class Engine:
 # -------------------------------------------------------------------- check
 
 
+def lookup_done(lookup: Lookup) -> Callable[[], bool]:
+    """Engine.run_until's condition: `lookup` has its answer."""
+    return lambda: lookup.done
+
+
+def probe_answered(probe: Probe) -> Callable[[], bool]:
+    """Engine.run_until's condition: `probe` knows whether its server is up."""
+    return lambda: probe.up is not None
+
+
 class Check:
     """One run: the servers, what is known of them, and the two drivers."""
 
@@ -920,11 +930,11 @@ class Check:
             deadline = self._deadline()
             if key not in self.engine.lookups:
                 lookup = self.engine.lookup(key, self.spelling[key], self.port, deadline)
-                self.engine.run_until(lambda lookup=lookup: lookup.done)
+                self.engine.run_until(lookup_done(lookup))
             _relevant, possible, _certain = candidacy(self.prios, self.knowledge()[0])[i]
             if possible and self._probe_if_ready(key, deadline):
                 probe = self.engine.probes[key]
-                self.engine.run_until(lambda probe=probe: probe.up is not None)
+                self.engine.run_until(probe_answered(probe))
         decided, answer = decide(self.prios, *self.knowledge())
         return answer if decided else self._settle()
 

@@ -177,8 +177,9 @@ async def watch(account, names: MailboxNames) -> int:
         log.warning("%s: leaving without logging out (%s)", account.name, why)
         silence_stdout()
         exit_at_once(status)
-    if not task.cancelled() and task.exception() is not None:
-        raise task.exception()
+    failure = None if task.cancelled() else task.exception()
+    if failure is not None:
+        raise failure
     return status
 
 

@@ -236,23 +236,24 @@ def resolve_account(name: str, config_path: Optional[str], mbsyncrc_path: str,
     looked at.  ConfigError when the account is nowhere or is incomplete.
     """
     blocks: dict = {}
-    have_config = bool(config_path) and (config_explicit or os.path.exists(config_path))
+    conf_file = config_path or ""
+    have_config = bool(conf_file) and (config_explicit or os.path.exists(conf_file))
     if have_config:
-        blocks = parse_watch_imap_conf(read_config_file(config_path), config_path)
+        blocks = parse_watch_imap_conf(read_config_file(conf_file), conf_file)
     block = blocks.get(name)
     values: dict = dict(_DEFAULTS)
     where_line: dict = {}  # field -> "file:line" of its value
     if block is not None:
-        where = f"{config_path}:{block.line}"
+        where = f"{conf_file}:{block.line}"
         mbsync_name = block.settings.get("mbsync")
         if mbsync_name is not None:
             found = _mbsync_values(read_mbsyncrc(mbsyncrc_path), str(mbsync_name.value))
             if found is None:
-                raise ConfigError(config_path, mbsync_name.line,
+                raise ConfigError(conf_file, mbsync_name.line,
                                   f"no IMAPAccount, IMAPStore or Channel "
                                   f"'{mbsync_name.value}' in {mbsyncrc_path}")
             _merge(values, where_line, found)
-        _merge(values, where_line, _block_values(block, config_path))
+        _merge(values, where_line, _block_values(block, conf_file))
     else:
         looked = f"not in {config_path}, and " if have_config else ""
         if not os.path.exists(mbsyncrc_path):
@@ -412,7 +413,9 @@ def _mbsync_values(mb: MbsyncConfig, name: str) -> Optional[dict]:
     if store is not None:
         _store_options(store, mb.path, out)
     if view is not None:
-        out["channel"] = (view, f"{mb.path}:{mb.find('channel', name).line}")
+        channel = mb.find("channel", name)
+        assert channel is not None  # the view was made from it
+        out["channel"] = (view, f"{mb.path}:{channel.line}")
     return out
 
 

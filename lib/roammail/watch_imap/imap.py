@@ -602,7 +602,7 @@ class ImapConnection:
             raise LinkError(f"{ep.label}: the server refused the connection: {greeting.text}")
         self.preauth = greeting.kind == "PREAUTH"
         if greeting.code_name == "CAPABILITY":
-            self.capabilities = capabilities_of(greeting.code[1:])
+            self.capabilities = capabilities_of((greeting.code or [])[1:])
 
     # -- reading -------------------------------------------------------------
 
@@ -692,7 +692,7 @@ class ImapConnection:
         elif response.kind == "BYE":
             self._bye = response.text or "BYE"
         elif response.code_name == "CAPABILITY" and response.kind == "OK":
-            self.capabilities = capabilities_of(response.code[1:])
+            self.capabilities = capabilities_of((response.code or [])[1:])
         if self._collect is not None:
             self._collect.append(response)
         if self.on_untagged is not None:
@@ -863,7 +863,7 @@ class ImapConnection:
             self._auth_refused(response)
         self._last_auth_code = tuple(response.code or ())
         if response.code_name == "CAPABILITY":
-            self.capabilities = capabilities_of(response.code[1:])
+            self.capabilities = capabilities_of((response.code or [])[1:])
 
     def _auth_refused(self, response: Response) -> None:
         label = self.endpoint.label

@@ -175,9 +175,10 @@ async def run_secret_command(command: str, what: str) -> str:
     except asyncio.CancelledError:  # told to stop: the command must not outlive us
         _kill_group(proc.pid)
         raise
-    if proc.returncode != 0:
-        status = (f"exit status {proc.returncode}" if proc.returncode > 0
-                  else f"killed by signal {-proc.returncode}")
+    code = proc.returncode
+    assert code is not None  # communicate() returned: the command has exited
+    if code != 0:
+        status = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
         raise UnavailableError(f"{what} failed ({status})")
     line = out.split(b"\n", 1)[0].rstrip(b"\r")
     if not line:
@@ -231,7 +232,7 @@ def endpoint_of(account: Account) -> Endpoint:
                     label=f"{account.name} ({where})")
 
 
-def _where(account: Account) -> tuple:
+def _where(account: Account) -> tuple[str, int]:
     path, _, line = account.where.rpartition(":")
     return path, int(line) if line.isdigit() else 0
 
@@ -484,8 +485,9 @@ class Session:
         self.tasks = [asyncio.ensure_future(keepalive.run()) for keepalive in self.loops]
         done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
-            if task.exception() is not None:
-                raise task.exception()
+            failure = task.exception()
+            if failure is not None:
+                raise failure
         raise LinkError(f"{self.account.name}: the watch ended")  # not reached in practice
 
     async def close(self, polite: bool = False) -> None:
@@ -596,7 +598,7 @@ def _delimiter_value(token: object) -> Optional[str]:
 
 def _old_names(extended: list) -> list:
     """The OLDNAME of a LIST's extended data (a rename), as canonical names."""
-    out = []
+    out: list[str] = []
     for item in extended:
         if isinstance(item, list):
             for i in range(0, len(item) - 1, 2):

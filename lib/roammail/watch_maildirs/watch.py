@@ -225,15 +225,17 @@ class MaildirWatch:
                 if path == self.base:
                     raise
                 continue  # a parent we may not read (mode 0711): not watched
+            assert wd is not None  # required=True raises instead
             self._attach(wd, (ANCHOR, path))
         wd = self._place(self.base, ENTRY_EVENTS | GONE_EVENTS, required=True)
+        assert wd is not None  # required=True raises instead
         self._attach(wd, (BASE, INBOX))
         self._rescan({})
         self._started = True
 
     def _anchor_paths(self) -> list[str]:
         """The base and each of its parents but "/", as named (not resolved)."""
-        paths = []
+        paths: list[str] = []
         path = self.base
         while True:
             parent = os.path.dirname(path)
