@@ -112,7 +112,7 @@ def test_the_remote_program_names_exactly_the_files_of_each_spec(tmp_path, shell
 
     def program(requests: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*argv, "-c", remote.REMOTE_SCRIPT, "syncmail-remote", str(maildir), "202601010000"],
+            [*argv, "-c", remote.remote_program(), "syncmail-remote", str(maildir), "202601010000"],
             input=requests.encode(), capture_output=True, timeout=60)
 
     def answers(*requests: str) -> list[list[str]]:

@@ -1,8 +1,9 @@
 """syncmail/remote.py: syncmail's one ssh session to the server's maildir.
 
 Owns the wire: it runs the system OpenSSH client once per source, with a
-small POSIX sh program (REMOTE_SCRIPT) as the remote command, and speaks
-that program's line protocol over the session's stdin/stdout.  The server
+small POSIX sh program (remote.sh, next to this module) as the remote
+command, and speaks that program's line protocol over the session's
+stdin/stdout.  The server
 needs only sh, find, tar, touch and rm (and wc and dd where find is not
 GNU find).  It never writes a local file, never decides what to fetch or
 remove (the caller does, see plan.py), and never puts data (a
@@ -60,7 +61,7 @@ from __future__ import annotations
 
 import os
 
-from ..core.errors import RoammailError, TempFailure
+from ..core.errors import IOFailure, RoammailError, TempFailure
 
 try:  # signal's own import costs ~5 ms (it imports enum); _signal is loaded
     import _signal as signals
@@ -97,145 +98,11 @@ SSH_OPTIONS = ("-T", "-x", "-a", "-o", "BatchMode=yes", "-o", "ClearAllForwardin
 DEFAULT_SIGNALS = tuple(getattr(signals, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
                         if hasattr(signals, name))
 
-REMOTE_SCRIPT = r"""
-LC_ALL=C; export LC_ALL
-umask 077
-md=$1; stamp=$2
-case $md in
-"~") md=$HOME ;;
-"~/"*) md=$HOME/${md#??} ;;
--*) md=./$md ;;
-esac
-cd "$md" 2>/dev/null || { printf 'E cannot change to the maildir\n'; exit 3; }
-[ -d new ] && [ -d tmp ] || { printf 'E not a maildir (no new/ or tmp/)\n'; exit 3; }
-printf 'H 3\n'
-# some: true if one of its arguments (glob results) exists: an empty
-# directory leaves its patterns unmatched, and then costs no process.
-some() {
-  for f do
-    if [ -e "$f" ] || [ -L "$f" ]; then return 0; fi
-  done
-  return 1
-}
-if some tmp/* tmp/.[!.]* tmp/..?*; then
-  ref=.syncmail-ref.$$
-  if (cd tmp && TZ=UTC0 touch -t "$stamp" "$ref") 2>/dev/null; then
-    (cd tmp && find . ! -name . -prune -type f ! -name "$ref" ! -newer "$ref" \
-       -exec sh -c 'for f do printf "%s\000" "${f#./}"; done' sh {} +
-     rm -f "$ref")
-  fi
-fi
-printf '\000'
-cd new || { printf 'E cannot change to new/\n'; exit 3; }
-set -- * .[!.]* ..?*
-gfind=
-if some "$@"; then
-  find . -prune -printf '' 2>/dev/null && gfind=1
-  printf '%s\000' "$@"
-  printf '\000'
-  if [ -n "$gfind" ]; then
-    find . ! -name . -prune -printf '%y %s %P\000' 2>/dev/null
-  else
-    # dd gathers the records into large writes: a write per record would
-    # be an ssh packet per record.
-    for f do
-      if [ -L "$f" ]; then t=l
-      elif [ -f "$f" ]; then t=f
-      elif [ -d "$f" ]; then t=d
-      elif [ -e "$f" ]; then t=o
-      else continue
-      fi
-      printf '%s - %s\000' "$t" "$f"
-    done | dd ibs=65536 obs=65536 2>/dev/null
-  fi
-else
-  # Nothing in new/: nothing to ask for.  Ending now spares the client a
-  # round trip (its Q) before ssh exits.
-  printf '\000\000'
-  exit 0
-fi
-printf '\000'
-set -f
-# refs SPEC: R, the quoted words of SPEC's files, and I, SPEC's words.
-# Each SPEC given as indices is remembered as number nS for "=N".
-refs() {
-  R=; I=
-  [ $# -gt 0 ] || return 0
-  for r do
-    case $r in
-    =*) n=${r#=}
-        case $n in ''|*[!0-9]*) return 1 ;; esac
-        [ $# -eq 1 ] && [ "$n" -ge 1 ] && [ "$n" -le "$nS" ] || return 1
-        eval "R=\"\$R\$bR$n\"; I=\"\$I\$bI$n\""; return 0 ;;
-    ''|*[!0-9-]*|-*|*-|*-*-*) return 1 ;;
-    *-*) words "${r%-*}" "${r#*-}" ;;
-    *) R="$R \"./\${$r}\"" ;;
-    esac
-    I="$I $r"
-  done
-  nS=$((nS+1)); eval "bR$nS=\$R; bI$nS=\$I"
-}
-# words A B: add the words of files A to B to R.  Ten words a step and a
-# hundred a piece: a loop turn a file, each adding to one long string,
-# costs a shell about 10 us a file and grows with the batch.
-words() {
-  a=$1
-  while [ $((a+99)) -le "$2" ]; do
-    S=; c=$((a+100))
-    while [ "$a" -lt "$c" ]; do ten; done
-    R="$R$S"
-  done
-  S=
-  while [ $((a+9)) -le "$2" ]; do ten; done
-  while [ "$a" -le "$2" ]; do S="$S \"./\${$a}\""; a=$((a+1)); done
-  R="$R$S"
-}
-ten() {
-  S="$S \"./\${$a}\" \"./\${$((a+1))}\" \"./\${$((a+2))}\" \"./\${$((a+3))}\""
-  S="$S \"./\${$((a+4))}\" \"./\${$((a+5))}\" \"./\${$((a+6))}\""
-  S="$S \"./\${$((a+7))}\" \"./\${$((a+8))}\" \"./\${$((a+9))}\""
-  a=$((a+10))
-}
-nR=0; nW=0; nS=0; tarq=; tarknown=
-while IFS= read -r line; do
-  cmd=${line%% *}; spec=${line#"$cmd"}
-  refs $spec || { printf 'E bad request\n'; exit 3; }
-  case $cmd in
-  C) if [ -z "$R" ]; then :
-     elif [ -n "$gfind" ]; then eval "find $R -prune -type f -printf '%s %p\n'" 2>/dev/null
-     else eval "find $R -prune -type f -exec wc -c {} +" 2>/dev/null
-     fi
-     printf 'END\n' ;;
-  T) if [ -z "$tarknown" ]; then
-       # GNU tar unquotes backslash escapes in operand names unless told not to.
-       case $(tar --version 2>/dev/null) in *GNU*) tarq=--no-unquote ;; esac
-       tarknown=1
-     fi
-     if [ -n "$R" ]; then eval "tar cf - $tarq -- $R"; st=$?; else st=0; fi
-     printf '%-511s\n' "T $st" ;;
-  R) nR=$((nR+1)); p=
-     if [ -n "$R" ]; then eval "rm -f -- $R" & p=$!; fi
-     eval "rmpid$nR=\$p; rmI$nR=\$I" ;;
-  W) [ "$nW" -lt "$nR" ] || { printf 'E bad request\n'; exit 3; }
-     nW=$((nW+1)); eval "p=\$rmpid$nW; ri=\$rmI$nW"; unset "rmpid$nW" "rmI$nW"
-     st=0
-     if [ -n "$p" ]; then wait "$p"; st=$?; fi
-     if [ "$st" -ne 0 ]; then
-       for r in $ri; do
-         a=${r%-*}
-         while [ "$a" -le "${r#*-}" ]; do
-           eval "f=\${$a}"
-           if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\n' "$a"; fi
-           a=$((a+1))
-         done
-       done
-     fi
-     printf 'END\n' ;;
-  Q) exit 0 ;;
-  *) printf 'E bad request\n'; exit 3 ;;
-  esac
-done
-"""
+# The server program: package data next to this module (shellchecked,
+# and run by dash, bash and busybox sh in the tests).  Read when the first
+# session starts: a read of a few KiB, with no import.
+PROGRAM_FILE = "remote.sh"
+_program: Optional[str] = None
 
 # The listing's TYPE letters (GNU find's %y, or the fallback loop's) as
 # plan.py's entry kinds; any other letter is "o".
@@ -248,10 +115,30 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def program_path() -> str:
+    """Where the server program (PROGRAM_FILE) is installed."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), PROGRAM_FILE)
+
+
+def remote_program() -> str:
+    """The server program's text (read once); IOFailure if it cannot be
+    read (an incomplete installation)."""
+    global _program
+    if _program is None:
+        path = program_path()
+        try:
+            with open(path, "rb") as f:
+                _program = f.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise IOFailure(f"cannot read the server program {path}: {why}") from exc
+    return _program
+
+
 def remote_command(maildir: str, stamp: str) -> str:
     """The command line ssh gives the remote login shell: sh with our
     program, the maildir and the stale-tmp stamp, each quoted."""
-    return " ".join(["exec", "/bin/sh", "-c", quote(REMOTE_SCRIPT), "syncmail-remote",
+    return " ".join(["exec", "/bin/sh", "-c", quote(remote_program()), "syncmail-remote",
                      quote(maildir), quote(stamp)])
 
 
@@ -459,7 +346,7 @@ class Listing:
 
 
 class RemoteSession:
-    """One ssh process running REMOTE_SCRIPT; see the module docstring.
+    """One ssh process running the server program (remote.sh); see the module docstring.
     Starting it returns at once: ssh logs in while the caller goes on,
     and hello() waits for it."""
 
