@@ -1,4 +1,4 @@
-"""syncmail/move.py: moving one source's new mail, over a RemoteSession.
+"""syncmail/move.py: moving one source's new mail, over a ServerSession.
 
 Owns what syncmail does with a listing once it has one: the pipeline of
 batches (asked for ahead of their answers), staging each message where
@@ -38,10 +38,13 @@ from .remote import ConnectError
 
 TYPE_CHECKING = False  # typing costs ~15 ms to import: only type checkers read it
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Iterator, Optional
 
     from .log import TerminalLog
     from .plan import Action
+    from .remote import Listing
+    from .session import ServerSession
+    from .tarstream import Body
 
 # One tar stream carries at most the caller's batch of messages and about
 # this many bytes: a round trip per batch, and the journal is written per
@@ -192,7 +195,7 @@ class Result:
         self.refused = 0
 
 
-def _chunks(first: bytes, stream, session) -> object:
+def _chunks(first: bytes, stream: Body, session: ServerSession) -> Iterator[bytes]:
     """A large message from the tar stream: `first`, what was read of it
     already, then the rest.  A stream that breaks mid-message is the
     connection's failure."""
@@ -356,7 +359,7 @@ class _Pipeline:
     is read, what landed is removed on the server.
     """
 
-    def __init__(self, mover: Mover, session, fetch: list, by_name: dict,
+    def __init__(self, mover: Mover, session: ServerSession, fetch: list, by_name: dict,
                  journal: Journal, sizes: dict) -> None:
         self.mover, self.session, self.by_name, self.journal = mover, session, by_name, journal
         self.batch = mover.batch
@@ -497,9 +500,10 @@ class Mover:
         self.result.left.append(name)
         log.warning("%s: %s left on the server: %s", self.label, name, why)
 
-    def run(self, session) -> Result:
-        """Move the mail over `session`, a RemoteSession just started (ssh
-        may still be logging in), and close it; abort it on any failure."""
+    def run(self, session: ServerSession) -> Result:
+        """Move the mail over `session` (session.ServerSession: a
+        RemoteSession just started, ssh perhaps still logging in), and
+        close it; abort it on any failure."""
         source = self.source
         try:
             # While ssh connects: this machine's side.
@@ -520,7 +524,8 @@ class Mover:
             raise
         return self.result
 
-    def _run(self, session, listing, index: LocalIndex, journal: Journal) -> None:
+    def _run(self, session: ServerSession, listing: Listing, index: LocalIndex,
+             journal: Journal) -> None:
         entries: list = listing.entries
         listed = {e.name for e in entries}
         if any(name not in listed for name in journal.entries) and not self.dry_run:
@@ -555,7 +560,7 @@ class Mover:
             if self.progress is not None:
                 self.progress.end()
 
-    def _move(self, session, fetch: list, by_name: dict, journal: Journal,
+    def _move(self, session: ServerSession, fetch: list, by_name: dict, journal: Journal,
               sizes: dict) -> None:
         """Move the messages of `fetch` (listed entries; `sizes`, the
         sizes the listing gave): see _Pipeline."""
@@ -609,7 +614,7 @@ class Mover:
             log.error("%s: %s", self.label, flight.naming_error)
             flight.failure = flight.failure or flight.naming_error
 
-    def ask_removal(self, session, flight: _Flight, by_name: dict) -> None:
+    def ask_removal(self, session: ServerSession, flight: _Flight, by_name: dict) -> None:
         """Read the sizes asked for `flight`; ask to remove the files that
         are still the regular files of the size stored here."""
         flight.names = removable(flight.stored, session.read_sizes(flight.answers))
@@ -620,7 +625,7 @@ class Mover:
         if flight.names:
             session.send_remove([by_name[n].index for n in flight.names])
 
-    def removal_done(self, session, flight: _Flight, by_name: dict,
+    def removal_done(self, session: ServerSession, flight: _Flight, by_name: dict,
                       journal: Journal) -> None:
         """Read what a removal left (send_removed() was sent); drop the
         removed from the journal (saved with the next batch, or at the
@@ -632,7 +637,7 @@ class Mover:
             else:
                 journal.drop(name)
 
-    def fetch_batch(self, session, flight: _Flight,
+    def fetch_batch(self, session: ServerSession, flight: _Flight,
                      stopped: Optional[RoammailError] = None) -> None:
         """Read the batch's tar stream, staging each message (flight.copies)
         or noting it discarded (flight.stored); flight.failure is the first
