@@ -244,10 +244,11 @@ def _rule(ts: TokenStream) -> Rule:
     class _Parsed:
         kind = "match"
 
-    parsed = _Parsed()
-    parsed.pattern = str(pattern.value)  # type: ignore[attr-defined]
-    parsed.line = start.line  # type: ignore[attr-defined]
-    compiled = compile_rule(parsed, ts.path)
+        def __init__(self, pattern: str, line: int) -> None:
+            self.pattern = pattern
+            self.line = line
+
+    compiled = compile_rule(_Parsed(str(pattern.value), start.line), ts.path)
     return Rule(compiled.pattern, start.line, compiled.regex, action)
 
 
@@ -451,12 +452,12 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
           logs: Logs) -> int:
     from .remote import ConnectError, RemoteError, RemoteSession
 
-    session = failure = None
+    opened: RemoteSession | ConnectError
     try:
         # First of all: ssh logs in while everything below happens.
-        session = RemoteSession(source.host, source.remote, stale_stamp(time.time()))
+        opened = RemoteSession(source.host, source.remote, stale_stamp(time.time()))
     except ConnectError as exc:
-        failure = exc
+        opened = exc
     log = logs.log
     from .move import Mover
 
@@ -464,9 +465,9 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
     mover = Mover(source, label, journal, dry_run, batch, logs.terminal)
     status = EXIT_OK
     try:
-        if session is None:
-            raise failure  # type: ignore[misc]
-        mover.run(session)
+        if isinstance(opened, ConnectError):
+            raise opened
+        mover.run(opened)
     except ConnectError as exc:
         log.error("%s", exc)
         status = EXIT_TEMPFAIL

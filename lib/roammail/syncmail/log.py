@@ -49,18 +49,24 @@ class TerminalLog(logging.StreamHandler):
 
     def show(self, text: str) -> None:
         """Put up, or redraw, the progress line."""
-        with self.lock:  # type: ignore[union-attr]
+        self.acquire()
+        try:
             self.line = text
             self.stream.write("\r\x1b[K" + text)
             self.flush()
+        finally:
+            self.release()
 
     def done(self) -> None:
         """Take the progress line down."""
-        with self.lock:  # type: ignore[union-attr]
+        self.acquire()
+        try:
             if self.line:
                 self.stream.write("\r\x1b[K")
                 self.flush()
             self.line = ""
+        finally:
+            self.release()
 
 
 def human_bytes(count: int) -> str:
@@ -109,7 +115,8 @@ def setup_logging(verbose: bool, quiet: bool) -> tuple[logging.Logger, Optional[
     logger = roamlog.setup(TOOL, stderr=False, verbose=verbose)
     to_syslog = any(not isinstance(h, logging.NullHandler) for h in logger.handlers)
     on_terminal = sys.stderr is not None and sys.stderr.isatty()
-    handler: logging.StreamHandler = (TerminalLog(sys.stderr, verbose) if on_terminal
+    terminal = TerminalLog(sys.stderr, verbose) if on_terminal else None
+    handler: logging.StreamHandler = (terminal if terminal is not None
                                       else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter(f"{TOOL}: %(message)s"))
     if quiet:
@@ -120,12 +127,11 @@ def setup_logging(verbose: bool, quiet: bool) -> tuple[logging.Logger, Optional[
         handler.setLevel(logging.INFO)
     else:
         handler.setLevel(logging.WARNING)  # cron: quiet unless something is wrong
-    handler._roammail_handler = True  # type: ignore[attr-defined]  # replaced by setup()
+    setattr(handler, roamlog._OURS, True)  # ours: the next setup() replaces it
     logger.addHandler(handler)
     # Lines nobody would see are not even made (a line per message moved).
     if verbose:
         logger.setLevel(logging.DEBUG)
     else:
         logger.setLevel(logging.INFO if to_syslog else max(logging.INFO, handler.level))
-    terminal = handler if on_terminal and not quiet else None
-    return logging.getLogger("roammail.syncmail.cli"), terminal  # type: ignore[return-value]
+    return logging.getLogger("roammail.syncmail.cli"), None if quiet else terminal

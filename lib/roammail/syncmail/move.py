@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .plan import Action
     from .remote import Listing
     from .session import ServerSession
-    from .tarstream import Body
+    from .tarstream import Body, Member
 
 # One tar stream carries at most the caller's batch of messages and about
 # this many bytes: a round trip per batch, and the journal is written per
@@ -687,7 +687,8 @@ class Mover:
             log.debug("%s: remote tar exited %s", self.label, session.tar_status)
         flight.failure = failure
 
-    def _stage(self, name: str, member, stream, staging: durable.Batch, session):
+    def _stage(self, name: str, member: Member, stream: Body, staging: durable.Batch,
+               session: ServerSession) -> _Copy | _Left | bool:
         """Stage one message where the rules say: a _Copy; True if it is
         discarded (or only shown, in a dry run); a _Left if it must stay
         on the server.  `name` is a listed one that plan_listing let
@@ -712,6 +713,7 @@ class Mover:
             self.result.discarded += 1
             return True
         if action.kind == "folder":
+            assert action.target is not None  # a folder rule names its folder (cli._rule)
             dest = maildir.folder_to_path(self.source.local, action.target)
         else:
             dest = self.source.local
@@ -726,6 +728,7 @@ class Mover:
         mtime = float(member.mtime)
         archive = None
         if action.kind == "archive":
+            assert action.target is not None  # an archive rule names its maildir (cli._rule)
             self._make_maildir(action.target)
             if os.path.lexists(os.path.join(action.target, "new", name)):
                 log.info("%s: %s is in the archive %s already", self.label, name,

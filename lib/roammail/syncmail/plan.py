@@ -49,6 +49,9 @@ class Entry(_Frozen):
     """One entry of the server's new/: its index in the listing, type, name."""
 
     __slots__ = ("index", "kind", "name")
+    index: int
+    kind: str
+    name: str
 
     def __init__(self, index: int, kind: str, name: str) -> None:
         self._set("index", index)
@@ -60,6 +63,8 @@ class LocalCopy(_Frozen):
     """A local message of the same name: where it is and its size."""
 
     __slots__ = ("path", "size")
+    path: str
+    size: int
 
     def __init__(self, path: str, size: int) -> None:
         self._set("path", path)
@@ -190,6 +195,9 @@ class Action(_Frozen):
     `target`); `line`, the rule's line in the configuration."""
 
     __slots__ = ("kind", "target", "line")
+    kind: str
+    target: Optional[str]
+    line: int
 
     def __init__(self, kind: str, target: Optional[str] = None, line: int = 0) -> None:
         self._set("kind", kind)

@@ -193,8 +193,9 @@ class Child:
             for _ in range(3):
                 fds.extend(_pipe())
             in_r, in_w, out_r, out_w, err_r, err_w = fds
-            actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
-                       (os.POSIX_SPAWN_DUP2, err_w, 2)]
+            actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, in_r, 0),
+                                              (os.POSIX_SPAWN_DUP2, out_w, 1),
+                                              (os.POSIX_SPAWN_DUP2, err_w, 2)]
             closefrom = getattr(os, "POSIX_SPAWN_CLOSEFROM", None)  # Python 3.13
             if closefrom is not None:
                 actions.append((closefrom, 3))
@@ -230,8 +231,8 @@ class Child:
         if timeout is not None and not self._exits_within(timeout):
             raise TimeoutError(f"pid {self.pid} still running after {timeout} s")
         if self.returncode is None:
-            self._reaped(os.waitpid(self.pid, 0)[1])
-        return self.returncode  # type: ignore[return-value]
+            return self._reaped(os.waitpid(self.pid, 0)[1])
+        return self.returncode
 
     def _exits_within(self, timeout: float) -> bool:
         """Wait at most `timeout` seconds for the exit: on a pidfd where
