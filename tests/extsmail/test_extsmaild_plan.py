@@ -11,8 +11,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from roammail.extsmail.deliver import holds_back, plan
 from roammail.extsmail.externals import External, parse_externals
-from roammail.extsmail.extsmaild import holds_back, plan
 
 STARTED = 1_000_000.0  # when the daemon started (seconds, any epoch)
 

@@ -1,0 +1,317 @@
+"""deliver.py: hands queued messages to their externals, one pass at a time.
+
+`Deliverer.cycle` is one pass over spool_dir/msgs/: each message goes to
+the group its headers select (externals(5)) and is tried through that
+group's externals in order (`plan`); an external that exits 0 has the
+message, which is then removed from the queue, and nothing else does.
+Up to `jobs` messages are handed over at once, the first of a pass alone;
+the messages of an ssh external share one connection per pass (sshshare).
+
+Contracts:
+- A message is removed only after an external exited 0 with it, by the
+  holder of its lock (spool.remove); a corrupt or locked message is left
+  where it is.
+- An external that fails is not tried again in the same pass; one with a
+  `timeout` holds back the ones after it in daemon mode (`holds_back`).
+- The last delivery error of each message is kept in
+  spool_dir/errors/NAME for --list (`record_error`, `read_error`); those
+  notes are best effort and never fail a delivery.
+
+What a pass with an empty queue does not need (headers and their regex
+engine, child, random, threading, sshshare) is imported late, when a
+message is there: cron runs extsmaild mostly over an empty queue.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..core.errors import DataError, RoammailError
+from . import spool
+
+TYPE_CHECKING = False  # typing is not imported at run time: an empty-queue run avoids it
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from .settings import Settings
+
+# An external that neither reads its input nor writes anything for this
+# long is killed (the original's rule); --stall-timeout changes it.
+STALL_TIMEOUT = 60.0
+# How long a killed external has between SIGTERM and SIGKILL.
+KILL_GRACE = 5.0
+# How much of an external's stderr goes into one log line.
+STDERR_IN_LOG = 600
+
+ERRORS_DIR = "errors"  # spool_dir/errors/NAME: the last delivery error
+
+
+def holds_back(external, last_success: dict[str, float], started: float, now: float,
+               daemon: bool) -> bool:
+    """True when a failed `external` must not yet give way to the next one.
+
+    An external with a `timeout` is, in daemon mode, retried (not fallen
+    back from) until it has gone that long without a success; batch mode
+    ignores timeouts, as the original does.
+    """
+    if not daemon or external.timeout is None:
+        return False
+    return now - last_success.get(external.name, started) < external.timeout
+
+
+def plan(externals, failed: set[str], last_success: dict[str, float], started: float,
+         now: float, daemon: bool) -> list:
+    """The externals to try for one message, in order, this cycle.
+
+    An external that failed earlier in the cycle is skipped; if it holds
+    back (see holds_back), nothing after it is tried either.  After a try
+    fails, the caller stops when that external holds back.
+    """
+    chosen = []
+    for external in externals:
+        if external.name in failed:
+            if holds_back(external, last_success, started, now, daemon):
+                break
+            continue
+        chosen.append(external)
+    return chosen
+
+
+class CycleResult:
+    __slots__ = ("sent", "failed", "remaining", "sent_names", "oldest_failed")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.failed = 0      # delivery failures: backoff and notification
+        self.remaining = 0   # messages still queued afterwards (any reason)
+        self.sent_names: list[str] = []
+        self.oldest_failed: float | None = None  # queue time of the oldest failed message
+
+
+class Deliverer:
+    """Delivers queued messages; keeps the state that spans cycles."""
+
+    def __init__(self, settings: Settings, log, *, daemon: bool,
+                 stall_timeout: float = STALL_TIMEOUT, jobs: int = 1) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.log = log
+        self.daemon = daemon
+        self.stall_timeout = stall_timeout
+        self.started = time.time()
+        self.last_success: dict[str, float] = {}
+        self.stopping = False
+        self.reported_corrupt: dict[str, float] = {}
+        # Called once, before the first delivery (batch mode installs its
+        # signal handlers there: `signal` is not cheap to import).
+        self.before_delivery: Callable[[], None] | None = None
+        self._sharing = None  # sshshare.SshSharing, made for the first delivery
+
+    # -- one cycle -----------------------------------------------------------
+
+    def cycle(self, random_start: bool = False) -> CycleResult:
+        result = CycleResult()
+        for path in spool.remove_stale_temporaries(self.settings.spool_dir, time.time()):
+            self.log.info("removed %s, left over by an interrupted extsmail", path)
+        paths = spool.list_messages(self.settings.spool_dir)
+        if random_start and paths:
+            import random
+
+            k = random.randrange(len(paths))
+            paths = paths[k:] + paths[:k]
+        failed_externals: set[str] = set()
+        if paths:
+            if self.before_delivery is not None:
+                self.before_delivery()
+                self.before_delivery = None
+            self.settings.compile()  # here, not in a delivering thread
+        try:
+            if self.jobs > 1 and len(paths) > 1:
+                self._deliver_concurrently(paths, failed_externals, result)
+            else:
+                for path in paths:
+                    self._tally(result, path, self._deliver_one(path, failed_externals))
+        finally:
+            if self._sharing is not None:
+                self._sharing.close()  # a shared ssh connection lives for one pass
+        if result.sent:
+            spool.sync_removals(self.settings.spool_dir)
+        # Messages queued while we worked count as remaining too.
+        left = len(spool.list_messages(self.settings.spool_dir))
+        result.remaining = max(result.remaining, left)
+        return result
+
+    def sharing(self):
+        """The ssh connection sharing of this pass (see sshshare.py)."""
+        if self._sharing is None:
+            from .sshshare import SshSharing
+
+            self._sharing = SshSharing()
+        return self._sharing
+
+    def _deliver_one(self, path: str, failed_externals: set[str]) -> str:
+        return "kept" if self.stopping else self.deliver_path(path, failed_externals)
+
+    @staticmethod
+    def _tally(result: CycleResult, path: str, outcome: str) -> None:
+        if outcome == "sent":
+            result.sent += 1
+            result.sent_names.append(os.path.basename(path))
+        elif outcome == "failed":
+            result.failed += 1
+            result.remaining += 1
+            try:
+                queued = os.stat(path).st_mtime
+            except OSError:
+                queued = time.time()
+            if result.oldest_failed is None or queued < result.oldest_failed:
+                result.oldest_failed = queued
+        elif outcome == "kept":
+            result.remaining += 1
+
+    def _deliver_concurrently(self, paths: list[str], failed_externals: set[str],
+                              result: CycleResult) -> None:
+        """Up to `jobs` deliveries at once, started in queue order.  The first
+        message goes alone: through ssh it opens the connection the others
+        share, and over a link that is down it fails once, not `jobs` times."""
+        import threading
+
+        self._tally(result, paths[0], self._deliver_one(paths[0], failed_externals))
+        lock = threading.Lock()
+        pending = iter(paths[1:])
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                while True:
+                    with lock:
+                        path = next(pending, None)
+                    if path is None or errors:
+                        return
+                    outcome = self._deliver_one(path, failed_externals)
+                    with lock:
+                        self._tally(result, path, outcome)
+            except BaseException as exc:  # noqa: B036 - raised again in the caller
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, name=f"deliver-{n}", daemon=True)
+                   for n in range(min(self.jobs, len(paths) - 1))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        for path in pending:  # left by a worker that failed
+            self._tally(result, path, "kept")
+        if errors:
+            raise errors[0]
+
+    def deliver_path(self, path: str, failed_externals: set[str]) -> str:
+        """Deliver one queued file: "sent", "failed", "kept" or "gone"."""
+        name = os.path.basename(path)
+        try:
+            message = spool.open_message(path)
+        except DataError as exc:
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                return "gone"
+            if self.reported_corrupt.get(path) != mtime:
+                self.log.error("%s; skipped, left in the queue", exc)
+                self.reported_corrupt[path] = mtime
+            return "kept"
+        if message is None:
+            return "kept" if os.path.exists(path) else "gone"
+        with message:
+            return self.deliver(message, failed_externals, name)
+
+    def deliver(self, message: spool.QueuedMessage, failed_externals: set[str],
+                name: str) -> str:
+        from ..core.headers import header_lines, read_head, select
+
+        lines = header_lines(read_head(message.stream()))
+        chosen = select(self.settings.groups, lines)
+        if chosen is None:
+            self.record_error(name, "no group of the externals file matches its headers")
+            self.log.error("%s: no group of %s matches its headers; left in the queue",
+                           name, self.settings.externals_path)
+            return "failed"
+        now = time.time()
+        tried = False
+        for external in plan(chosen.group.externals, failed_externals, self.last_success,
+                             self.started, now, self.daemon):
+            tried = True
+            from ..core import child
+
+            argv = self.sharing().argv(external.name, list(external.sendmail_argv)) \
+                + [os.fsdecode(a) for a in message.args]
+            res = child.run_child(argv, message.stream(), stall_timeout=self.stall_timeout,
+                                  grace=KILL_GRACE, should_abort=lambda: self.stopping)
+            if res.ok:
+                spool.remove(message)
+                self.clear_error(name)
+                self.last_success[external.name] = time.time()
+                self.log.info("%s: sent via %s (%d bytes)", name, external.name,
+                              message.size - message.body_offset)
+                return "sent"
+            if res.aborted:
+                self.log.info("%s: delivery via %s stopped: extsmaild is exiting; "
+                              "the message stays queued", name, external.name)
+                return "kept"
+            why = res.describe()
+            err = " ".join(res.stderr.decode("utf-8", "replace").split())
+            if err:
+                why += ": " + (err if len(err) <= STDERR_IN_LOG else err[:STDERR_IN_LOG] + "...")
+            self.log.error("%s: external %s failed: %s", name, external.name, why)
+            self.record_error(name, f"via {external.name}: {why}")
+            failed_externals.add(external.name)
+            if holds_back(external, self.last_success, self.started, time.time(),
+                          self.daemon):
+                break
+        if not tried:  # still one line, and a --list note, for each message not sent
+            names = ", ".join(e.name for e in chosen.group.externals if e.name in failed_externals)
+            self.log.error("%s: not tried: %s failed earlier in this cycle; left in the queue",
+                           name, names)
+            self.record_error(name, f"not tried: {names} failed earlier in this cycle")
+        return "failed"
+
+    # -- last-error notes, for --list ---------------------------------------
+
+    def record_error(self, name: str, text: str) -> None:
+        record_error(self.settings.spool_dir, name, text)
+
+    def clear_error(self, name: str) -> None:
+        clear_error(self.settings.spool_dir, name)
+
+
+def _error_path(spool_dir: str, name: str) -> str:
+    return os.path.join(spool_dir, ERRORS_DIR, name)
+
+
+def record_error(spool_dir: str, name: str, text: str) -> None:
+    """Note the last delivery error of a message (best effort)."""
+    from ..core.durable import write_file_atomically
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        os.makedirs(os.path.join(spool_dir, ERRORS_DIR), mode=0o700, exist_ok=True)
+        write_file_atomically(_error_path(spool_dir, name),
+                              f"{stamp} {text}\n".encode("utf-8", "replace"))
+    except (OSError, RoammailError):
+        pass
+
+
+def clear_error(spool_dir: str, name: str) -> None:
+    try:
+        os.unlink(_error_path(spool_dir, name))
+    except OSError:
+        pass
+
+
+def read_error(spool_dir: str, name: str) -> str | None:
+    try:
+        with open(_error_path(spool_dir, name), encoding="utf-8", errors="replace") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+

@@ -1,0 +1,140 @@
+"""queue.py: the queue commands of extsmaild: --list, --show and --delete.
+
+A message is named by its file name in spool_dir/msgs/, or by a prefix
+of it that names no other (`resolve_id`).  --list and --show read a
+message even while it is being delivered (without its lock); --delete
+removes a message only for the holder of its lock (spool.remove), so
+never one an external has right now, and removes a corrupt one at once.
+
+Nothing here delivers, and nothing is imported before one of these
+commands runs: extsmaild imports this module for them only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ..core.errors import EX_TEMPFAIL, DataError, UsageError
+from . import spool
+from .deliver import clear_error, read_error
+
+
+def resolve_id(spool_dir: str, ident: str) -> str:
+    """The msgs/ path of a queue ID (a whole name, or a unique prefix)."""
+    if "/" in ident or not ident or ident.startswith("."):
+        raise UsageError(f"bad message ID '{ident}'")
+    paths = spool.list_messages(spool_dir)
+    exact = [p for p in paths if os.path.basename(p) == ident]
+    if exact:
+        return exact[0]
+    prefixed = [p for p in paths if os.path.basename(p).startswith(ident)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if not prefixed:
+        raise DataError(f"no queued message {ident}")
+    raise UsageError(f"message ID '{ident}' is ambiguous ({len(prefixed)} messages)")
+
+
+def header_summary(message: spool.QueuedMessage) -> dict[str, str]:
+    from ..core.headers import header_lines, read_head
+
+    found: dict[str, str] = {}
+    for line in header_lines(read_head(message.stream())):
+        name, colon, value = line.partition(":")
+        key = name.strip().lower()
+        if colon and key in ("from", "to", "subject") and key not in found:
+            found[key] = " ".join(value.split())
+    return found
+
+
+def human_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def list_queue(spool_dir: str, out) -> int:
+    now = time.time()
+    for path in spool.list_messages(spool_dir):
+        name = os.path.basename(path)
+        try:
+            message = _open_for_reading(path)
+        except DataError as exc:
+            out.write(f"{name}  corrupt: {exc}\n")
+            continue
+        if message is None:
+            continue
+        with message:
+            info = header_summary(message)
+            size = message.size - message.body_offset
+            args = " ".join(os.fsdecode(a) for a in message.args)
+            out.write(f"{name}  {human_age(now - message.mtime)}  {size} bytes\n")
+            out.write(f"  From: {info.get('from', '')}\n  To: {info.get('to', '')}\n")
+            out.write(f"  Subject: {info.get('subject', '')}\n  Arguments: {args}\n")
+        err = read_error(spool_dir, name)
+        if err:
+            out.write(f"  Last error: {err}\n")
+    return 0
+
+
+def _open_for_reading(path: str) -> spool.QueuedMessage | None:
+    """Open a message to look at it; a locked one is being delivered."""
+    message = spool.open_message(path)
+    if message is None and os.path.exists(path):
+        # Locked (being delivered or still written): read without the lock.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            args, offset = spool.read_header(fd, st.st_size, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return spool.QueuedMessage(path, fd, args, offset, st.st_size, st.st_mtime)
+    return message
+
+
+def show_message(spool_dir: str, ident: str) -> int:
+    path = resolve_id(spool_dir, ident)
+    message = _open_for_reading(path)
+    if message is None:
+        raise DataError(f"no queued message {ident}")
+    with message:
+        stream = message.stream()
+        out = sys.stdout.buffer
+        while True:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                break
+            out.write(chunk)
+        out.flush()
+    return 0
+
+
+def delete_messages(spool_dir: str, idents: list[str], log) -> int:
+    paths = [resolve_id(spool_dir, ident) for ident in idents]
+    status = 0
+    for path in paths:
+        name = os.path.basename(path)
+        try:
+            message = spool.open_message(path)
+        except DataError:
+            message = None
+            if os.path.exists(path):  # corrupt: deleting it is what one wants
+                os.unlink(path)
+                clear_error(spool_dir, name)
+                log.info("%s: deleted (it was corrupt)", name)
+                continue
+        if message is None:
+            if os.path.exists(path):
+                log.error("%s: being delivered right now; not deleted", name)
+                status = EX_TEMPFAIL
+            continue
+        with message:
+            spool.remove(message)
+        clear_error(spool_dir, name)
+        log.info("%s: deleted", name)
+    return status
