@@ -17,7 +17,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from roammail.smtpdcheck import cli as smtpdcheck
-from roammail.smtpdcheck.cli import CheckError, Server, parse_command_line, parse_server
+from roammail.smtpdcheck.check import Server
+from roammail.smtpdcheck.cli import parse_command_line, parse_server
+from roammail.smtpdcheck.probe import CheckError
 
 # ------------------------------------------------------------- [prio:]host
 

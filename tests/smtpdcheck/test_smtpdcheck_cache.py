@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roammail.smtpdcheck.cli import (
+from roammail.smtpdcheck.cache import (
     CACHE_HEADER,
     default_cache_path,
     format_cache,
@@ -233,9 +233,9 @@ def test_update_merges_expires_and_forgets_servers_found_up(tmp_path):
 def test_update_gives_up_when_the_lock_is_held(tmp_path, monkeypatch):
     import fcntl
 
-    from roammail.smtpdcheck import cli as smtpdcheck
+    from roammail.smtpdcheck import cache
 
-    monkeypatch.setattr(smtpdcheck, "CACHE_LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(cache, "CACHE_LOCK_WAIT_S", 0.2)
     path = str(tmp_path / "cache")
     with open(path + ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)

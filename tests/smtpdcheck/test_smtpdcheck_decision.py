@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roammail.smtpdcheck.cli import candidacy, decide
+from roammail.smtpdcheck.decide import candidacy, decide
 
 
 def original(prios: list, match: list, up: list) -> int | None:

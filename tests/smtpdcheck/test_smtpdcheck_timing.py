@@ -18,6 +18,7 @@ import pytest
 from smtpdcheck_peers import LATE_S
 
 from roammail.smtpdcheck import cli as smtpdcheck
+from roammail.smtpdcheck import probe
 
 pytestmark = pytest.mark.slow  # real peers and timeouts of seconds
 
@@ -103,16 +104,16 @@ def test_timeout_0_waits_forever_for_silence(installed, check_env, cluster):
 @pytest.fixture
 def slow_dns(monkeypatch):
     """getaddrinfo never answers for *.slow.test (until the test ends)."""
-    real = smtpdcheck.socket.getaddrinfo
+    real = probe.socket.getaddrinfo
     release = threading.Event()
 
     def fake(host, *args, **kwargs):
         if isinstance(host, str) and host.endswith(".slow.test"):
             release.wait(60)
-            raise smtpdcheck.socket.gaierror(-2, "Name or service not known")
+            raise probe.socket.gaierror(-2, "Name or service not known")
         return real(host, *args, **kwargs)
 
-    monkeypatch.setattr(smtpdcheck.socket, "getaddrinfo", fake)
+    monkeypatch.setattr(probe.socket, "getaddrinfo", fake)
     yield
     release.set()
 
