@@ -50,6 +50,11 @@ def message(number: int, kind: str, size: int) -> bytes:
     return head + (line * (size // len(line) + 1))[:size]
 
 
+class Killed(BaseException):
+    """The process killed at a chosen point (a fault no real run can be
+    made to hit on demand)."""
+
+
 class Moving(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -71,12 +76,16 @@ class Moving(RuleBasedStateMachine):
         self.synced: dict[str, set[str]] = {}
         self.real_fsync_dir = move.fsync_dir
         move.fsync_dir = self.fsync_dir
+        self.kill_at_fsync = False
 
     def teardown(self) -> None:
         move.fsync_dir = self.real_fsync_dir
         shutil.rmtree(self.root, ignore_errors=True)
 
     def fsync_dir(self, path: str) -> None:
+        if self.kill_at_fsync:
+            self.kill_at_fsync = False
+            raise Killed(f"killed before the fsync of {path}")
         self.real_fsync_dir(path)
         self.synced[os.path.realpath(path)] = set(os.listdir(path))
 
@@ -145,6 +154,19 @@ class Moving(RuleBasedStateMachine):
             event("ended before its break")
         if len(self.server.removed) > removed:
             event("cut run removed on the server" if session.cut else "run removed on the server")
+
+    @rule(batch=st.integers(1, 4))
+    def killed_before_a_directory_fsync(self, batch: int) -> None:
+        """The process dies after naming files here, before their directory
+        is fsynced: after a power loss those names could be gone, so a
+        later run must make them durable before it removes anything."""
+        self.kill_at_fsync = True
+        try:
+            self.run(FakeSession(self.server), batch)
+        except Killed:
+            event("killed before a directory fsync")
+        finally:
+            self.kill_at_fsync = False
 
     @rule(batch=st.integers(1, 4), gnu_find=st.booleans())
     def whole_run(self, batch: int, gnu_find: bool) -> None:

@@ -538,9 +538,13 @@ class Mover:
         for entry, path in plan.collisions:
             self.left(entry.name, f"a message of that name is here already ({path})")
         by_name = {e.name: e for e in entries}
-        # Messages an interrupted run stored: only remove them on the server.
+        # Messages an interrupted run stored: only remove them on the server,
+        # once their names here are durable (that run may have been killed
+        # between naming them and fsyncing their directories).
         if plan.confirm and not self.dry_run:
             confirmed = {e.name: size for e, size in plan.confirm}
+            for directory in sorted(self._homes_of(confirmed, index)):
+                fsync_dir(directory)
             flight = _Flight(confirmed, stored=confirmed, answers=session.send_sizes(
                 [by_name[n].index for n in confirmed]))
             self.ask_removal(session, flight, by_name)
@@ -559,6 +563,21 @@ class Mover:
         finally:
             if self.progress is not None:
                 self.progress.end()
+
+    def _homes_of(self, names, index: LocalIndex) -> set[str]:
+        """The directories holding the local copies of `names`, and every
+        archive's new/ (where a copy of the same name may be too)."""
+        homes = set()
+        for name in names:
+            here = index.lookup(name)
+            if here is not None:
+                homes.add(os.path.dirname(here.path))
+        for rule in self.source.rules:
+            if rule.action.kind == "archive" and rule.action.target:
+                new = os.path.join(rule.action.target, "new")
+                if os.path.isdir(new):
+                    homes.add(new)
+        return homes
 
     def _move(self, session: ServerSession, fetch: list, by_name: dict, journal: Journal,
               sizes: dict) -> None:
