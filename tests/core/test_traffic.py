@@ -1,5 +1,5 @@
-"""Unit tests of roammail.core.traffic: /proc parsing, the netlink dump against real
-sockets on 127.0.0.1, and the activity rule."""
+"""Unit tests of roammail.core.traffic: the netlink dump against real sockets on
+127.0.0.1, and the activity rule.  (/proc parsing: test_proc.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from roammail.core import traffic as netwatch
-from roammail.core.traffic import Proc, TcpDiag, TcpSocket, activity
+from roammail.core.traffic import TcpDiag, TcpSocket, activity
 
 TCP_ESTABLISHED, TCP_SYN_SENT, TCP_LISTEN = 1, 2, 10
 
@@ -48,57 +48,6 @@ def settle(diag: TcpDiag, sock: socket.socket, check, timeout: float = 2.0) -> T
         if check(entry) or time.monotonic() >= deadline:
             return entry
         time.sleep(0.01)
-
-
-# -- /proc -------------------------------------------------------------------------
-
-
-def test_parse_stat_survives_odd_command_names():
-    proc = netwatch.parse_stat(b"42 (a) b (c)) S 7 42 40 0 -1 4194560 ...")
-    assert proc == Proc(pid=42, ppid=7, pgid=42, sid=40, state="S")
-    assert proc.running
-    assert not netwatch.parse_stat(b"43 (x) Z 7 42 40 0").running
-
-
-def test_process_table_knows_us():
-    me = netwatch.process_table()[os.getpid()]
-    assert (me.ppid, me.pgid, me.sid) == (os.getppid(), os.getpgrp(), os.getsid(0))
-
-
-def test_tree_follows_parents_and_sessions_and_drops_zombies():
-    table = {p.pid: p for p in [
-        Proc(10, 1, 10, 10, "S"),   # the root
-        Proc(11, 10, 11, 11, "S"),  # child, own session
-        Proc(12, 11, 11, 11, "R"),  # grandchild
-        Proc(13, 11, 11, 11, "Z"),  # a zombie grandchild
-        Proc(20, 1, 20, 11, "S"),   # re-parented away, still in session 11
-        Proc(30, 1, 30, 30, "S"),   # a stranger
-    ]}
-    assert set(netwatch.tree(table, roots=[10])) == {11, 12}
-    assert set(netwatch.tree(table, roots=[10], sessions=[11])) == {11, 12, 20}
-    assert netwatch.tree(table, roots=[99]) == {}
-
-
-def test_socket_inodes_sees_our_sockets_and_dups(connection):
-    client, served = connection
-    extra = os.dup(client.fileno())
-    try:
-        found = netwatch.socket_inodes([os.getpid()])
-    finally:
-        os.close(extra)
-    assert {inode(client), inode(served)} <= found
-    assert netwatch.socket_inodes([2 ** 22 + 12345]) == set()  # no such pid
-
-
-def test_socket_inodes_of_a_child_process(connection, tmp_path):
-    client, _ = connection
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE, pass_fds=[client.fileno()])
-    try:
-        assert inode(client) in netwatch.socket_inodes([child.pid])
-    finally:
-        child.stdin.close()
-        child.wait(timeout=10)
 
 
 # -- the netlink dump -------------------------------------------------------------------

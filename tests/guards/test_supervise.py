@@ -131,7 +131,7 @@ def test_stop_kills_a_tree_with_an_escaped_grandchild():
     """stop(members=...) reaches a grandchild that left the group (setsid),
     TERM first, then KILL after the grace for one that ignores TERM."""
     result = in_child("""
-        from roammail.core.traffic import process_table, tree
+        from roammail.core.proc import process_table, tree
         script = "trap '' TERM; setsid sleep 300 & sleep 300 & wait"
         with Supervisor(["sh", "-c", script], subreaper=True) as s:
             s.start()

@@ -1,11 +1,11 @@
 """traffic.py: observe a process tree and its TCP traffic from outside (Linux).
 
-Owns the reading of the process table (/proc/PID/stat), of the sockets a
-process holds (/proc/PID/fd/N -> "socket:[INODE]") and of the kernel's
-per-socket TCP counters (sock_diag netlink, INET_DIAG_INFO -> struct
-tcp_info).  Nothing is injected into the watched programs: it works the
-same for static binaries, programs that fork or use threads, and sockets
-that were inherited, dup'ed or passed around inside the tree.
+Owns the reading of the kernel's per-socket TCP counters (sock_diag
+netlink, INET_DIAG_INFO -> struct tcp_info); the process tree and the
+sockets its processes hold come from core.proc.  Nothing is injected into
+the watched programs: it works the same for static binaries, programs that
+fork or use threads, and sockets that were inherited, dup'ed or passed
+around inside the tree.
 
 What counts as network activity (`activity()`, a pure function; the man
 page of socketwatch says the same):
@@ -31,94 +31,9 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
-# -- the process table -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    """One process as /proc/PID/stat shows it."""
-
-    pid: int
-    ppid: int
-    pgid: int
-    sid: int
-    state: str  # R, S, D, Z, T, ...
-
-    @property
-    def running(self) -> bool:
-        """Not a zombie: it still runs (an unreaped zombie holds nothing)."""
-        return self.state not in ("Z", "X")
-
-
-def parse_stat(data: bytes) -> Proc:
-    """Parse one /proc/PID/stat line: "pid (comm) state ppid pgrp session ..."
-
-    comm may hold spaces and ')', so the fields after it are found from the
-    last ')'.  Raises ValueError on a malformed line.
-    """
-    pid = int(data[: data.index(b" (")])
-    fields = data[data.rindex(b")") + 2:].split()
-    return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0].decode())
-
-
-def process_table(proc_dir: str = "/proc") -> dict[int, Proc]:
-    """pid -> Proc for every process now (threads are not listed)."""
-    table: dict[int, Proc] = {}
-    for name in os.listdir(proc_dir):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"{proc_dir}/{name}/stat", "rb") as f:
-                table[int(name)] = parse_stat(f.read())
-        except (OSError, ValueError, IndexError):
-            continue  # gone since listdir
-    return table
-
-
-def tree(table: Mapping[int, Proc], roots: Iterable[int] = (),
-         sessions: Iterable[int] = ()) -> dict[int, Proc]:
-    """The running descendants of `roots` (not the roots themselves), plus the
-    running members of the `sessions`; zombies left out."""
-    children: dict[int, list[int]] = {}
-    for proc in table.values():
-        children.setdefault(proc.ppid, []).append(proc.pid)
-    found: set[int] = set()
-    todo = [child for root in roots for child in children.get(root, ())]
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    wanted_sessions = set(sessions)
-    if wanted_sessions:
-        found.update(p.pid for p in table.values() if p.sid in wanted_sessions)
-    return {pid: table[pid] for pid in found if table[pid].running}
-
-
-def socket_inodes(pids: Iterable[int], proc_dir: str = "/proc") -> set[int]:
-    """Inodes of the sockets that the processes `pids` hold open.
-
-    A process whose descriptors cannot be read (gone, or another user's)
-    adds nothing.  Threads share their process's descriptor table.
-    """
-    inodes: set[int] = set()
-    for pid in pids:
-        fd_dir = f"{proc_dir}/{pid}/fd"
-        try:
-            names = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for name in names:
-            try:
-                target = os.readlink(f"{fd_dir}/{name}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target.endswith("]"):
-                inodes.add(int(target[8:-1]))
-    return inodes
-
+from .proc import Proc, process_table, socket_inodes, tree
 
 # -- TCP counters through sock_diag -------------------------------------------
 
