@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -12,7 +13,13 @@ import time
 
 import pytest
 
-from roammail.core.child import ChildResult, kill_group, run_child
+from roammail.core.child import (
+    ChildResult,
+    kill_group,
+    kill_group_async,
+    run_child,
+    terminate,
+)
 
 MB = 1 << 20
 PY = sys.executable
@@ -287,6 +294,124 @@ def test_kill_group_refuses_our_own_group_and_init():
     for pgid in (0, 1, os.getpgrp()):
         with pytest.raises(ValueError):
             kill_group(pgid, 0.1)
+
+
+def _group_of_sh(script: str) -> subprocess.Popen:
+    """sh -c script in a group of its own, once it has said "ready"."""
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+# The leader ignores TERM; so does its child, which remains after the
+# leader is gone in the second script.
+DEAF_LEADER = "trap '' TERM; echo ready; while :; do sleep 0.05; done"
+DEAF_STRAGGLER = ("trap '' TERM; (while :; do sleep 0.05; done) & trap - TERM; echo ready; "
+                  "wait")
+
+
+def test_kill_group_sends_kill_after_the_grace_to_a_deaf_group():
+    proc = _group_of_sh(DEAF_LEADER)
+    try:
+        started = time.monotonic()
+        assert kill_group(proc.pid, 0.5) == signal.SIGKILL
+        took = time.monotonic() - started
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+        assert 0.5 <= took < 1.5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_group_waits_for_the_whole_group_not_the_leader():
+    proc = _group_of_sh(DEAF_STRAGGLER)
+    try:
+        assert kill_group(proc.pid, 0.5) == signal.SIGKILL  # the straggler ignored TERM
+        assert proc.wait(timeout=5) == -signal.SIGTERM  # the leader ended on TERM
+        deadline = time.monotonic() + 5
+        while kill_group(proc.pid, 0) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert kill_group(proc.pid, 0) is None  # nothing of the group runs
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_terminate_kills_at_once_when_its_wait_is_interrupted():
+    sent = []
+
+    def pause(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        terminate(sent.append, lambda: True, 10.0, pause=pause)
+    assert sent == [signal.SIGTERM, signal.SIGKILL]
+
+
+def test_terminate_sends_nothing_when_nothing_runs_and_settles_after_kill():
+    sent: list[int] = []
+    assert terminate(sent.append, lambda: False, 10.0) is None
+    assert sent == []
+    looks = iter([True, True, True, True, False])  # gone 2 looks after KILL
+    assert terminate(sent.append, lambda: next(looks), 0.0, settle=5.0) == signal.SIGKILL
+    assert sent == [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL, signal.SIGKILL]
+
+
+def test_kill_group_async_lets_the_loop_run_during_the_grace():
+    proc = _group_of_sh(DEAF_LEADER)
+
+    async def main() -> tuple:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.ensure_future(ticker())
+        started = time.monotonic()
+        last = await kill_group_async(proc.pid, 0.5)
+        took = time.monotonic() - started
+        task.cancel()
+        return last, took, ticks
+
+    try:
+        last, took, ticks = asyncio.run(main())
+        assert last == signal.SIGKILL
+        assert 0.5 <= took < 1.5
+        assert ticks >= 10  # the loop ran on meanwhile
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_group_async_cancelled_kills_at_once():
+    proc = _group_of_sh(DEAF_LEADER)
+
+    async def main() -> float:
+        task = asyncio.ensure_future(kill_group_async(proc.pid, 30))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    try:
+        assert asyncio.run(main()) < 1
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_group_async_refuses_our_own_group():
+    with pytest.raises(ValueError):
+        asyncio.run(kill_group_async(os.getpgrp(), 0.1))
 
 
 def test_describe_texts_of_hand_made_results():

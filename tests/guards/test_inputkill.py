@@ -74,8 +74,14 @@ def test_usage_errors_exit_64_in_one_line(installed, args):
 
 
 def test_options_after_the_command_belong_to_it(installed):
-    r = subprocess.run([installed.tool("inputkill"), "echo", "--grace=1", "-h", "--"],
-                       capture_output=True, text=True, stdin=subprocess.PIPE, timeout=10)
+    # Its input stays open until it ends: an end of file would race echo.
+    input_r, input_w = os.pipe()
+    try:
+        r = subprocess.run([installed.tool("inputkill"), "echo", "--grace=1", "-h", "--"],
+                           capture_output=True, text=True, stdin=input_r, timeout=10)
+    finally:
+        os.close(input_r)
+        os.close(input_w)
     assert (r.returncode, r.stdout) == (0, "--grace=1 -h --\n")
 
 

@@ -11,6 +11,11 @@ child that makes no I/O progress for `stall_timeout` seconds, or when the
 caller's `should_abort()` says so: SIGTERM to the whole process group, then
 SIGKILL to the group after `grace` seconds.  It always reaps the child.
 
+It is also the only code that stops a process group: the rules of TERM ->
+grace -> KILL are written once (see "TERM -> grace -> KILL" below) and
+serve run_child, `kill_group` (blocking), `kill_group_async` (asyncio) and
+`terminate` (any set of processes; core.supervise's stop of a tree).
+
 Contracts:
 - Failing to start the command (ENOENT, EACCES, ...) is reported in the
   result (`error`, `returncode` None), never raised.  A child that exits or
@@ -54,12 +59,14 @@ import stat
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Mapping, Union
+from typing import BinaryIO, Callable, Generator, Mapping, Union
+
+from .proc import group_running
 
 CHUNK = 64 * 1024  # bytes per read or write: one default Linux pipe buffer
 POLL_INTERVAL = 0.1  # seconds: the longest we sleep without checking should_abort
 DRAIN_AFTER_EXIT = 1.0  # seconds we keep reading pipes held open after the child exits
-GROUP_CHECK_INTERVAL = 0.02  # seconds between checks that a killed group is gone
+GROUP_CHECK_INTERVAL = 0.02  # seconds between two looks at whether a signalled group is gone
 
 StdinSource = Union[bytes, bytearray, memoryview, BinaryIO, None]
 
@@ -162,6 +169,15 @@ def signal_group(pgid: int, signum: int) -> None:
         pass
 
 
+def signal_process(pid: int, signum: int) -> None:
+    """Send signum to the one process pid; never to pids 0 and 1 or ourselves.
+    A process that is gone (or no longer ours) is not an error."""
+    if pid <= 1 or pid == os.getpid():
+        return
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def describe_returncode(code: int) -> str:
@@ -172,36 +188,90 @@ def describe_returncode(code: int) -> str:
     return f"exit status {code}"
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a process of group `pgid` is running (zombies do not count).
+# -- TERM -> grace -> KILL ------------------------------------------------------
+#
+# The one way the tools stop what they started (run_child's stall and
+# abort, kill_group, kill_group_async, supervise.Supervisor.stop):
+#
+#  1. Nothing running (no process of the group but zombies): nothing is
+#     sent, and the answer is None.
+#  2. SIGTERM to all of it at once.
+#  3. Wait until nothing of it runs, for at most `grace` seconds, looking
+#     every GROUP_CHECK_INTERVAL seconds (zombies do not count: an
+#     unreaped child of ours is gone for this purpose).  All gone: the
+#     answer is SIGTERM.
+#  4. Still running after `grace` seconds: SIGKILL to all of it; the answer
+#     is SIGKILL.  With `settle` (Supervisor.stop of a process tree), wait
+#     up to `settle` seconds more for it to be gone, sending SIGKILL again
+#     to whatever still runs (a process that forked between a look and the
+#     kill).
+#  5. Interrupted while waiting in step 3 (an exception, a cancelled
+#     task): SIGKILL at once, then the exception goes on.  Nothing we were
+#     asked to stop is left running without having been sent SIGKILL.
+#
+# It never reaps: every caller waits for its own child, which `running`
+# must not count once it is a zombie.  The rules live in `_termination`,
+# a generator that yields the pauses; `terminate` sleeps them (or waits
+# in the caller's own way), `kill_group_async` awaits them.
 
-    kill(2) succeeds on zombies, and an orphaned zombie lasts until init
-    reaps it (some container inits never do), so on Linux look in /proc.
-    """
+
+def _termination(send: Callable[[int], None], running: Callable[[], bool], grace: float,
+                 settle: float) -> Generator[float, None, int | None]:
+    """The steps above; yields the seconds to pause before looking again."""
+    if not running():
+        return None
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        send(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while running():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            yield min(GROUP_CHECK_INTERVAL, remaining)
+        else:
+            return signal.SIGTERM
+    except BaseException:
+        send(signal.SIGKILL)
+        raise
+    send(signal.SIGKILL)
+    deadline = time.monotonic() + settle
+    while running():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        send(signal.SIGKILL)
+        yield min(GROUP_CHECK_INTERVAL, remaining)
+    return signal.SIGKILL
+
+
+def _drive(steps: Generator[float, None, int | None],
+           pause: Callable[[float], object]) -> int | None:
+    """Run the steps of a _termination, pausing with `pause`; its answer."""
     try:
-        entries = os.scandir("/proc")
-    except OSError:
-        return True  # no /proc: assume alive, the caller escalates after grace
-    with entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
+        seconds = next(steps)
+        while True:
             try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            # "pid (comm) state ppid pgrp ...": comm may hold spaces and ')'.
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-                return True
-    return False
+                pause(seconds)
+            except BaseException as exc:
+                seconds = steps.throw(exc)  # SIGKILL, then the exception again
+            else:
+                seconds = next(steps)
+    except StopIteration as done:
+        return done.value
+
+
+def terminate(send: Callable[[int], None], running: Callable[[], bool], grace: float, *,
+              pause: Callable[[float], object] = time.sleep, settle: float = 0.0) -> int | None:
+    """TERM -> grace -> KILL (the rules above) of whatever `send(signum)`
+    signals and `running()` says is still running.
+
+    `pause(seconds)` waits between two looks (time.sleep by default; a
+    caller with signals to pass on or children to reap waits its own way).
+    Blocks for at most `grace` + `settle` seconds plus the pauses' own
+    overrun.  Returns the last signal sent (SIGTERM or SIGKILL), or None
+    when nothing was running.
+    """
+    return _drive(_termination(send, running, grace, settle), pause)
 
 
 def _check_pgid(pgid: int) -> None:
@@ -209,33 +279,42 @@ def _check_pgid(pgid: int) -> None:
         raise ValueError(f"refusing to signal process group {pgid}")
 
 
-def _await_group(pgid: int, deadline: float) -> bool:
-    """Wait until group `pgid` is gone or `deadline` (monotonic) passes; True if gone."""
-    while True:
-        if not _group_alive(pgid):
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(GROUP_CHECK_INTERVAL, remaining))
-
-
 def kill_group(pgid: int, grace: float) -> int | None:
     """SIGTERM process group `pgid`; SIGKILL it if still alive after `grace` seconds.
 
-    Blocks for at most `grace` seconds (plus a /proc scan).  Returns the
-    last signal sent (SIGTERM or SIGKILL), or None if the group was already
-    gone.  It does not reap: the caller waits for its own child.  Refuses
-    (ValueError) group 0, 1 and our own group.
+    The rules above, for one process group.  Blocks for at most `grace`
+    seconds (plus a /proc scan).  Returns the last signal sent (SIGTERM or
+    SIGKILL), or None if the group was already gone.  It does not reap: the
+    caller waits for its own child.  Refuses (ValueError) group 0, 1 and our
+    own group.
     """
     _check_pgid(pgid)
-    if not _group_alive(pgid):
-        return None
-    signal_group(pgid, signal.SIGTERM)
-    if _await_group(pgid, time.monotonic() + grace):
-        return signal.SIGTERM
-    signal_group(pgid, signal.SIGKILL)
-    return signal.SIGKILL
+    return terminate(lambda signum: signal_group(pgid, signum),
+                     lambda: group_running(pgid), grace)
+
+
+async def kill_group_async(pgid: int, grace: float) -> int | None:
+    """kill_group for asyncio code: the same rules and answer, but the grace
+    is awaited (asyncio.sleep between two looks), so the event loop runs on
+    meanwhile.  Cancelled during the grace, it sends SIGKILL at once and
+    lets the cancellation go on.  A grace of 0 never yields to the loop.
+    """
+    import asyncio  # loaded already by its callers; not by run_child's
+
+    _check_pgid(pgid)
+    steps = _termination(lambda signum: signal_group(pgid, signum),
+                         lambda: group_running(pgid), grace, 0.0)
+    try:
+        seconds = next(steps)
+        while True:
+            try:
+                await asyncio.sleep(seconds)
+            except BaseException as exc:
+                seconds = steps.throw(exc)  # SIGKILL, then the exception again
+            else:
+                seconds = next(steps)
+    except StopIteration as done:
+        return done.value
 
 
 class _Input:
@@ -455,8 +534,11 @@ class _Pump:
         self.stalled = False
         self.aborted = False
         self.error: str | None = None
-        self.kill_deadline: float | None = None  # set once SIGTERM was sent
-        self.killed_hard = False
+        # The TERM -> grace -> KILL of the child's group, once started: its
+        # steps (None before), when the next is due, and whether it is over.
+        self.stopping: Generator[float, None, int | None] | None = None
+        self.next_step_at = 0.0
+        self.stop_done = False
         self.sel = selectors.DefaultSelector()
 
     # -- the loop ---------------------------------------------------------
@@ -477,13 +559,11 @@ class _Pump:
             if self.infile is not None:
                 self.stdin_complete = self.infile.complete
             self._close_pipes(keep_stdin=True)
-            if self.kill_deadline is not None and not self.killed_hard:
-                # The main child is dead; make sure the rest of its group is
-                # too before its stdin is closed (EOF) below.
-                if not _await_group(proc.pid, self.kill_deadline):
-                    signal_group(proc.pid, signal.SIGKILL)
+            self._finish_stop()  # the rest of the group, before its stdin's EOF below
         except BaseException:
-            if proc.poll() is None or self.kill_deadline is not None:
+            if self.stopping is not None:
+                self._finish_stop()
+            elif proc.poll() is None:
                 kill_group(proc.pid, self.grace)
             raise
         finally:
@@ -518,28 +598,27 @@ class _Pump:
             if exited_at is not None:
                 if not self.sel.get_map() or now >= exited_at + DRAIN_AFTER_EXIT:
                     return
-            elif self.kill_deadline is not None:
-                if not self.killed_hard and now >= self.kill_deadline:
-                    signal_group(proc.pid, signal.SIGKILL)
-                    self.killed_hard = True
+            elif self.stopping is not None:
+                if not self.stop_done and now >= self.next_step_at:
+                    self._step_stop()
             else:
                 if self.should_abort is not None and now >= next_abort_check:
                     next_abort_check = now + POLL_INTERVAL / 2
                     if self.should_abort():
                         self.aborted = True
-                        self._start_kill(now)
+                        self._start_kill()
                         continue
                 if self.stall_timeout is not None and now - last_progress >= self.stall_timeout:
                     self.stalled = True
-                    self._start_kill(now)
+                    self._start_kill()
                     continue
 
             timeout = POLL_INTERVAL
             if exited_at is not None:
                 timeout = min(timeout, exited_at + DRAIN_AFTER_EXIT - now)
-            elif self.kill_deadline is not None:
-                if not self.killed_hard:
-                    timeout = min(timeout, self.kill_deadline - now)
+            elif self.stopping is not None:
+                if not self.stop_done:
+                    timeout = min(timeout, self.next_step_at - now)
             elif self.stall_timeout is not None:
                 timeout = min(timeout, last_progress + self.stall_timeout - now)
             timeout = max(timeout, 0.0)
@@ -590,7 +669,7 @@ class _Pump:
             chunk = self.source.pending()
         except OSError as exc:
             self.error = f"could not read the input: {exc.strerror or exc}"
-            self._start_kill(time.monotonic())  # stdin stays open: no EOF for a partial input
+            self._start_kill()  # stdin stays open: no EOF for a partial input
             return False
         if not chunk:
             self.sel.unregister(stdin)
@@ -628,16 +707,35 @@ class _Pump:
             self.stdout += data
         return True
 
-    def _start_kill(self, now: float) -> None:
-        """SIGTERM the group; stop feeding stdin but keep it open until the child is dead."""
-        self.kill_deadline = now + self.grace
+    def _start_kill(self) -> None:
+        """Start the TERM -> grace -> KILL of the group; stop feeding stdin
+        but keep it open until the child is dead."""
         stdin = self.proc.stdin
         if stdin is not None and not stdin.closed:
             try:
                 self.sel.unregister(stdin)
             except KeyError:
                 pass
-        signal_group(self.proc.pid, signal.SIGTERM)
+        pid = self.proc.pid
+        self.stopping = _termination(
+            lambda signum: signal_group(pid, signum),
+            lambda: self.proc.poll() is None or group_running(pid), self.grace, 0.0)
+        self._step_stop()
+
+    def _step_stop(self) -> None:
+        """Take the next step of the stop (the first sends SIGTERM); the loop
+        takes them while the main child runs, so the look is a cheap poll()."""
+        assert self.stopping is not None
+        try:
+            self.next_step_at = time.monotonic() + next(self.stopping)
+        except StopIteration:
+            self.stop_done = True
+
+    def _finish_stop(self) -> None:
+        """Take the stop's remaining steps, sleeping between them."""
+        if self.stopping is not None and not self.stop_done:
+            self.stop_done = True
+            _drive(self.stopping, time.sleep)
 
     def _close_pipes(self, keep_stdin: bool = False) -> None:
         pipes = [self.proc.stdout, self.proc.stderr]

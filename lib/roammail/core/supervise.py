@@ -49,9 +49,10 @@ import subprocess
 import time
 from typing import Callable, Iterable, Mapping
 
-from .child import signal_group
+from .child import GROUP_CHECK_INTERVAL, signal_group, signal_process, terminate
 from .cli import docopt_args
 from .errors import EX_SOFTWARE, RoammailError
+from .proc import group_members
 
 # Signals passed on to the child's process group while it runs.
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
@@ -60,7 +61,6 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 EXIT_NOT_FOUND = 127  # as shells: the command was not found
 EXIT_CANNOT_EXECUTE = 126  # as shells: found, but exec failed (permissions, format)
-STOP_POLL = 0.02  # seconds between checks that a stopped group is gone
 KILL_SETTLE = 2.0  # seconds we wait at most for SIGKILLed processes to be gone
 ERROR_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when we fail ourselves
 _NOT_FOUND_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
@@ -90,13 +90,6 @@ def prctl(option: int, value: int) -> None:
                      ctypes.c_ulong(0)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"prctl({option}): {os.strerror(code)}")
-
-
-def _running_pgid_members(pgid: int) -> dict[int, int]:
-    """pid -> pgid of the running (non-zombie) processes of group `pgid`."""
-    from .traffic import process_table
-
-    return {p.pid: p.pgid for p in process_table().values() if p.pgid == pgid and p.running}
 
 
 class Supervisor:
@@ -315,61 +308,49 @@ class Supervisor:
              members: Callable[[], Mapping[int, int]] | None = None) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds; reap the command.
 
-        `members()` returns pid -> pgid of the processes to stop, now (the
-        running ones); by default the members of the command's own group.
-        Each round signals every group named there (and the command's own
-        group), or the process itself when its group is ours or 0 or 1.
-        Returns once they are all gone and the command is reaped; after
-        SIGKILL it waits for the command, and at most KILL_SETTLE seconds
-        for the others.
+        core.child's TERM -> grace -> KILL (`terminate`), with a settle of
+        KILL_SETTLE seconds.  `members()` returns pid -> pgid of the
+        processes to stop, now (the running ones); by default the members of
+        the command's own group.  Each signal goes to every group named
+        there (and the command's own group), or to the process itself when
+        its group is ours or 0 or 1.  It is over once they are all gone and
+        the command is reaped; after SIGKILL it waits for the command, and
+        at most KILL_SETTLE seconds for the others.  Signals we get
+        meanwhile are passed on while the command runs.
         """
         if self.pid is None:
             return
         pgid = self.pid
-        find = members if members is not None else (lambda: _running_pgid_members(pgid))
-        self._signal_all(find(), signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while True:
+        find = members if members is not None else (lambda: group_members(pgid))
+
+        def running() -> bool:
             self._reap()
-            left = find()
-            if not left and self.exited:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self.wait(min(STOP_POLL, remaining))
-        self._signal_all(find(), signal.SIGKILL)
-        while not self.exited:
-            self.wait(STOP_POLL)
-        # SIGKILL takes a moment to end a process; one that forked between
-        # our look and the kill is killed now.  Bounded: KILL is certain.
-        deadline = time.monotonic() + KILL_SETTLE
-        while time.monotonic() < deadline:
-            left = find()
-            if not left:
-                return
-            self._signal_all(left, signal.SIGKILL)
-            self.wait(STOP_POLL)
+            return bool(find()) or not self.exited
+
+        terminate(lambda signum: self._signal_all(find(), signum), running, grace,
+                  pause=self._pause, settle=KILL_SETTLE)
+        while not self.exited:  # SIGKILLed: it ends, whatever it was doing
+            self._pause(GROUP_CHECK_INTERVAL)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` while stopping: wait() while the command runs (it
+        returns at once after that), a plain sleep once it has exited."""
+        if self.exited:
+            time.sleep(seconds)
+            self._reap()  # a subreaper's orphans
+        else:
+            self.wait(seconds)
 
     def _signal_all(self, members: Mapping[int, int], signum: int) -> None:
         own = os.getpgrp()
         groups = set() if self.exited or self.pid is None else {self.pid}
         for pid, pgid in members.items():
             if pgid in (0, 1, own):
-                _signal_pid(pid, signum)
+                signal_process(pid, signum)
             else:
                 groups.add(pgid)
         for group in groups:
             signal_group(group, signum)
-
-
-def _signal_pid(pid: int, signum: int) -> None:
-    if pid <= 1 or pid == os.getpid():
-        return
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def spawn_dying_with_us(argv: list, **popen_kwargs) -> subprocess.Popen:

@@ -40,7 +40,7 @@ from typing import Optional
 
 from .. import __version__
 from ..core import hookdirs, locations
-from ..core.child import describe_returncode, signal_group
+from ..core.child import describe_returncode, kill_group
 from ..core.cli import docopt_args, guarded
 from ..core.errors import AlreadyRunning, IOFailure, RoammailError, UnavailableError
 from ..core.supervise import spawn_dying_with_us
@@ -51,6 +51,7 @@ TOOL = "mswatch"
 WATCHER_BACKOFF_FIRST = 1.0  # s before the first restart of a dead watcher; doubles
 WATCHER_TERM_GRACE = 0.5  # s between SIGTERM and SIGKILL for a watcher that ended
 SYNC_STOP_GRACE = 10.0  # s a running sync has to end after SIGTERM when we stop
+REAP_AFTER_STOP = 5.0  # s we wait at most for a stopped child to be reaped
 LOOP_TICK = 30.0  # s: the longest select() ever sleeps (a safety net, not a poll)
 READ_CHUNK = 65536
 MAX_LINE = 4096  # a watcher line longer than this is nonsense: dropped
@@ -65,15 +66,11 @@ def spawn(argv: list, *, stdin, stdout, stderr) -> subprocess.Popen:
 
 
 def stop_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to proc's group, SIGKILL after `grace` s; reap proc (bounded)."""
-    signal_group(proc.pid, signal.SIGTERM)
+    """TERM -> `grace` s -> KILL of proc's group (core.child.kill_group);
+    then reap proc, waiting at most REAP_AFTER_STOP s."""
+    kill_group(proc.pid, grace)
     try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    signal_group(proc.pid, signal.SIGKILL)  # stragglers of the group too
-    try:
-        proc.wait(timeout=5.0)
+        proc.wait(timeout=REAP_AFTER_STOP)
     except subprocess.TimeoutExpired:
         pass
 

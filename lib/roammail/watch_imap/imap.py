@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import signal
 import socket
 import ssl
 
+from ..core.child import kill_group_async
 from ..core.errors import RoammailError, TempFailure
 
 TYPE_CHECKING = False
@@ -42,8 +42,11 @@ EX_NOPERM = 77    # sysexits: permission denied (credentials refused)
 MAX_RESPONSE = 4 << 20  # bytes
 # The reader's line buffer: a LIST or STATUS line never comes near it.
 READ_LIMIT = 1 << 20  # bytes
-# How long a tunnel command has to end after its input closed and SIGTERM.
+# How long a tunnel command has to end by itself once its input closed,
+# then after SIGTERM (before SIGKILL), then to be reaped after SIGKILL.
+TUNNEL_EOF_WAIT = 0.5  # seconds
 TUNNEL_STOP_GRACE = 2.0  # seconds
+TUNNEL_REAP_WAIT = 2.0  # seconds
 # A polite goodbye (DONE, LOGOUT) takes a round trip or two; a link that
 # needs longer is not worth waiting for when told to stop.
 LOGOUT_GRACE = 2.0  # seconds
@@ -971,21 +974,17 @@ def _command_name(parts: Sequence) -> str:
 
 
 async def _end_tunnel(proc: asyncio.subprocess.Process) -> None:
-    """The tunnel's group: wait briefly after its input closed, then TERM, KILL."""
-    for signum in (None, signal.SIGTERM, signal.SIGKILL):
-        if signum is not None:
-            try:
-                os.killpg(proc.pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            await within(proc.wait(), TUNNEL_STOP_GRACE if signum else 0.5)
-            break
-        except asyncio.TimeoutError:
-            continue
+    """The tunnel's group: a moment to end by itself once its input closed,
+    then TERM -> TUNNEL_STOP_GRACE -> KILL (core.child) of what is left of
+    it, the shell's leftovers included; then reaped, if it lets itself be."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # what the shell left behind
-    except (ProcessLookupError, PermissionError):
+        await within(proc.wait(), TUNNEL_EOF_WAIT)
+    except asyncio.TimeoutError:
+        pass
+    await kill_group_async(proc.pid, TUNNEL_STOP_GRACE)
+    try:
+        await within(proc.wait(), TUNNEL_REAP_WAIT)
+    except asyncio.TimeoutError:
         pass
 
 

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from typing import Callable, Iterable, Optional
 
+from ..core.child import kill_group_async
 from ..core.errors import ConfigError, UnavailableError
 from .config import Account, ChannelView
 from .imap import (
@@ -63,6 +62,7 @@ STABLE_SESSION = 30.0   # s a session must last for the backoff to start again a
 SLEEP_CHECK = 5.0       # s between two looks at the clocks for a suspended machine
 SLEEP_THRESHOLD = 3.0   # s of suspension that make every link prove itself at once
 SECRET_TIMEOUT = 300.0  # s a pass_cmd or user_cmd may take (a pinentry prompt)
+SECRET_STOP_GRACE = 0.0  # s between SIGTERM and SIGKILL for one given up on: none
 NO_IDLE_POLL = 60.0     # s between polls when nothing can be IDLEd on and poll is 0
 LOOP_STOP_GRACE = 1.0   # s a cancelled connection loop may take to end (it takes none)
 
@@ -169,11 +169,11 @@ async def run_secret_command(command: str, what: str) -> str:
     try:
         out, _ = await within(proc.communicate(), SECRET_TIMEOUT)
     except asyncio.TimeoutError:
-        _kill_group(proc.pid)
+        await kill_group_async(proc.pid, SECRET_STOP_GRACE)
         await proc.wait()
         raise UnavailableError(f"{what} gave no answer within {SECRET_TIMEOUT:g} s") from None
     except asyncio.CancelledError:  # told to stop: the command must not outlive us
-        _kill_group(proc.pid)
+        await kill_group_async(proc.pid, SECRET_STOP_GRACE)
         raise
     code = proc.returncode
     assert code is not None  # communicate() returned: the command has exited
@@ -184,13 +184,6 @@ async def run_secret_command(command: str, what: str) -> str:
     if not line:
         raise UnavailableError(f"{what} printed nothing")
     return line.decode("utf-8", "surrogateescape")
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class Credentials:
