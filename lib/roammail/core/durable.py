@@ -143,7 +143,7 @@ def _copy_source(fd: int, source: "Source") -> None:
         if read is not None:
             chunks: Iterable[bytes] = iter(lambda: read(READ_CHUNK_BYTES), b"")
         else:
-            chunks = iter(source)  # type: ignore[arg-type]
+            chunks = iter(source)
     except Exception as exc:
         raise _SourceError() from exc
     while True:

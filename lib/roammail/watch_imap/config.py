@@ -314,7 +314,7 @@ def _block_values(block: Block, path: str) -> dict:
             out["auth"] = (_mechanisms(str(value).split(), path, setting.line, "auth"),
                            at(setting))
         elif key in ("timeout", "keepalive", "poll"):
-            out[key] = (float(value), at(setting))  # type: ignore[arg-type]
+            out[key] = (float(value), at(setting))
         else:
             out[key] = (value, at(setting))
     return out
