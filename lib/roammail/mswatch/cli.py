@@ -412,8 +412,10 @@ def _shell_word(arg: str) -> str:
 
 
 def default_pid_file() -> str:
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime.startswith("/"):
+    """$XDG_RUNTIME_DIR/roammail/mswatch.pid, else ~/.cache/roammail/mswatch.pid
+    (~/.cache itself, as the manual says, whatever XDG_CACHE_HOME is)."""
+    runtime = locations.xdg_runtime_dir()
+    if runtime is not None:
         return os.path.join(runtime, "roammail", "mswatch.pid")
     return os.path.join(locations.home(), ".cache", "roammail", "mswatch.pid")
 
