@@ -22,6 +22,7 @@ import pytest
 
 from extsmail.conftest import simple_message
 from peers.require import require_root
+from peers.waiting import running, wait_until
 
 MB = 1 << 20
 
@@ -72,22 +73,8 @@ def hold_flock(path: Path) -> int:
     return fd
 
 
-def running(pid: int) -> bool:
-    """True while `pid` runs (a zombie does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
-def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from extsmail.conftest import simple_message
+from peers.waiting import running, wait_until
 
 # ------------------------------------------------------------------ helpers
 
@@ -44,22 +45,8 @@ def queue(h, message: bytes, *args: str) -> Path | None:
     return new.pop() if new else None
 
 
-def wait_until(predicate, timeout: float, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
-def running(pid: int) -> bool:
-    """True while `pid` runs (a zombie does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 def group_members(pgid: int) -> list[int]:

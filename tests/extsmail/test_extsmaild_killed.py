@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from extsmail.conftest import simple_message
-from extsmail.test_extsmaild_batch import batch, queue, running, wait_until
+from extsmail.test_extsmaild_batch import batch, queue
+from peers.waiting import running, wait_until
 from roammail.extsmail import spool
 
 MB = 1 << 20

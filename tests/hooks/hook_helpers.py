@@ -33,10 +33,12 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 from peers.require import find_program
 from peers.sshd import SshServer
+from peers.waiting import running as alive
+from peers.waiting import wait_until
 
 # A hook must be done long before this; the tests' own bound.
 HOOK_TIMEOUT_S = 60.0
@@ -79,24 +81,8 @@ def env_with_path_first(env: Mapping[str, str], *dirs: Path) -> dict[str, str]:
     return result
 
 
-def alive(pid: int) -> bool:
-    """True if `pid` runs (a zombie, killed and not yet reaped, counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().decode(errors="replace")
-    except OSError:
-        return False
-    return fields[fields.rindex(")") + 2] not in "ZX"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_INTERVAL_S)
 
 
 def find_nss_wrapper() -> Optional[str]:
