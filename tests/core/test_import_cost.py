@@ -61,7 +61,8 @@ ENQUEUE_FORBIDDEN = FORBIDDEN + ["os", "__future__", "fcntl", "itertools", "posi
 ENQUEUE_PATH = ["roammail.extsmail.extsmail", "roammail.extsmail.conf", "roammail.core.tokens",
                 "roammail.core.times", "roammail.extsmail.spool", "roammail.core.cli",
                 "roammail.core.locations", "roammail.core.paths", "roammail.core.durable",
-                "roammail.core.maildir", "roammail.core", "roammail.extsmail"]
+                "roammail.core.maildir", "roammail.core.lockfile", "roammail.core",
+                "roammail.extsmail"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@ opened is a one-line error, exit 74, before anything starts."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from roammail.mswatch import cli as mswatch
@@ -31,3 +33,19 @@ def test_an_unusable_pid_or_log_file_is_one_line_not_an_internal_error(
     assert status == 74, err
     assert err.startswith("mswatch: cannot open the ") and err.count("\n") == 1
     assert not (tmp_path / "run").exists() or option == "--pid-file"
+
+
+def test_the_pid_file_goes_when_we_stop_and_its_lock_file_stays(tmp_path):
+    from roammail.core.errors import AlreadyRunning
+
+    path = str(tmp_path / "run" / "mswatch.pid")
+    fd = mswatch.hold_pid_file(path)
+    try:
+        assert (tmp_path / "run" / "mswatch.pid").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(AlreadyRunning, match=f"pid {os.getpid()}, "):
+            mswatch.hold_pid_file(path)
+    finally:
+        mswatch.release_pid_file(path, fd)
+    assert not (tmp_path / "run" / "mswatch.pid").exists()
+    assert (tmp_path / "run" / "mswatch.pid.lock").exists()  # never removed: see core.lockfile
+    mswatch.release_pid_file(path, mswatch.hold_pid_file(path))  # free again

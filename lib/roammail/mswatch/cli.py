@@ -28,8 +28,6 @@ Options:
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import select
 import signal
@@ -39,7 +37,7 @@ import time
 from typing import Optional
 
 from .. import __version__
-from ..core import hookdirs, locations
+from ..core import hookdirs, locations, lockfile
 from ..core.child import describe_returncode, kill_group
 from ..core.cli import docopt_args, guarded
 from ..core.errors import AlreadyRunning, IOFailure, RoammailError, UnavailableError
@@ -420,35 +418,62 @@ def default_pid_file() -> str:
     return os.path.join(locations.home(), ".cache", "roammail", "mswatch.pid")
 
 
+def lock_path(pid_path: str) -> str:
+    """The instance lock of a pid file: PID_FILE.lock beside it (core.lockfile:
+    never removed; the pid file itself is, when we stop)."""
+    return pid_path + ".lock"
+
+
 def hold_pid_file(path: str) -> int:
-    """Create and lock the pid file, write our pid; the fd keeps the lock.
-    AlreadyRunning when another mswatch holds it; IOFailure when it cannot
-    be made (a directory, a missing parent that cannot be created...)."""
+    """Take the instance lock of pid file `path`, then write our pid in it;
+    the descriptor returned keeps the lock.  AlreadyRunning when another
+    mswatch holds it; IOFailure when a file cannot be made (a directory, a
+    missing parent that cannot be created...)."""
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except FileExistsError:  # from makedirs: something else is in the way
+    except FileExistsError:  # something else is in the way
         raise IOFailure(f"cannot open the pid file {path}: {directory} is not a directory") \
             from None
     except OSError as exc:
         raise IOFailure(f"cannot open the pid file {path}: {exc.strerror or exc}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock = lockfile.hold(lock_path(path))
+    except lockfile.LockFileError as exc:
+        raise IOFailure(f"cannot {exc.action} the lock file {exc.path}: {exc.strerror}") \
+            from None
+    if lock is None:
+        raise AlreadyRunning(f"another mswatch is running (pid {_pid_in(path) or '?'}, {path})")
+    # Opened only now, under the lock: a pid file opened before it might be
+    # the one the last holder removes as it stops.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        other = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise AlreadyRunning(f"another mswatch is running (pid {other or '?'}, {path})") \
-                from None
-        raise IOFailure(f"cannot lock the pid file {path}: {exc.strerror or exc}") from None
+        lockfile.release(lock)
+        raise IOFailure(f"cannot open the pid file {path}: {exc.strerror or exc}") from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except OSError as exc:
-        os.close(fd)
+        lockfile.release(lock)
         raise IOFailure(f"cannot write the pid file {path}: {exc.strerror or exc}") from None
-    return fd
+    finally:
+        os.close(fd)
+    return lock
+
+
+def _pid_in(path: str) -> str:
+    """What pid file `path` says now ("" when it cannot be read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def check_log_file(path: str) -> None:
@@ -461,11 +486,13 @@ def check_log_file(path: str) -> None:
 
 
 def release_pid_file(path: str, fd: int) -> None:
+    """Remove the pid file (ours: we hold its lock), then release the lock;
+    the lock file stays."""
     try:
         os.unlink(path)
     except OSError:
         pass
-    os.close(fd)
+    lockfile.release(fd)
 
 
 def signal_running(path: str, signum: int) -> int:
@@ -476,10 +503,12 @@ def signal_running(path: str, signum: int) -> int:
         raise UnavailableError(f"no running mswatch ({path} is missing)") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            held = lockfile.is_held(lock_path(path))
+        except lockfile.LockFileError as exc:
+            raise IOFailure(f"cannot {exc.action} the lock file {exc.path}: {exc.strerror}") \
+                from None
+        if not held:
             raise UnavailableError(f"no running mswatch ({path} is stale)")
-        except BlockingIOError:
-            pass  # locked: somebody runs
         text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     finally:
         os.close(fd)
