@@ -30,7 +30,7 @@ import errno
 import posix
 import stat
 
-from ..core import paths
+from ..core import lockfile, paths
 from ..core.durable import being_written, fsync_dir, write_durably
 from ..core.errors import EX_CANTCREAT, DataError, IOFailure, RoammailError
 from ..core.maildir import unique_name
@@ -339,22 +339,10 @@ def acquire_instance_lock(spool_dir: str) -> "int | None":
     The fd must stay open for as long as the lock is wanted.  The file is
     never unlinked (unlinking a lock file lets two daemons hold "it").
     """
-    path = paths.join(spool_dir, LOCK_NAME)
     try:
-        fd = posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC | posix.O_NOFOLLOW,
-                        0o600)
-    except OSError as exc:
-        raise SpoolError(f"cannot open {path}: {exc.strerror}") from None
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        posix.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise SpoolError(f"cannot lock {path}: {exc.strerror}") from None
-    return fd
+        return lockfile.hold(paths.join(spool_dir, LOCK_NAME))
+    except lockfile.LockFileError as exc:
+        raise SpoolError(str(exc)) from None
 
 
 # A temporary file nobody writes (no writer holds its lock) and untouched

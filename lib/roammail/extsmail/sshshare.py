@@ -95,8 +95,10 @@ def configured_sharing(argv: list[str]) -> bool:
 
 def private_dir(environ: dict) -> str:
     """The directory for the control sockets, made 0700 if missing."""
-    runtime = environ.get("XDG_RUNTIME_DIR", "")
-    if runtime.startswith("/") and os.path.isdir(runtime):
+    from ..core import locations
+
+    runtime = locations.xdg_runtime_dir(environ)
+    if runtime is not None and os.path.isdir(runtime):
         path = os.path.join(runtime, "roammail")
     else:
         path = f"/tmp/roammail-{os.getuid()}"

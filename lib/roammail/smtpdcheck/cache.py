@@ -12,7 +12,6 @@ written is ignored (`read_cache` gives {}, `update_cache` False).
 from __future__ import annotations
 
 import os
-import time
 
 from ..core.errors import RoammailError
 
@@ -29,15 +28,13 @@ CACHE_FILE_MODE = 0o600
 def default_cache_path(environ: dict | None = None, euid: int | None = None) -> str:
     """$XDG_CACHE_HOME/roammail/smtpdcheck when set, else
     /var/cache/roammail/smtpdcheck for root, else ~/.cache/roammail/..."""
-    env = os.environ if environ is None else environ
-    xdg = env.get("XDG_CACHE_HOME", "")
-    if xdg.startswith("/"):
-        return os.path.join(xdg, "roammail", "smtpdcheck")
-    if (os.geteuid() if euid is None else euid) == 0:
-        return "/var/cache/roammail/smtpdcheck"
-    from ..core.locations import home
+    from ..core import locations
 
-    return os.path.join(home(), ".cache", "roammail", "smtpdcheck")
+    env = os.environ if environ is None else environ
+    if locations.xdg_env("XDG_CACHE_HOME", env) is None and \
+            (os.geteuid() if euid is None else euid) == 0:
+        return "/var/cache/roammail/smtpdcheck"
+    return os.path.join(locations.xdg_cache_home(env), "roammail", "smtpdcheck")
 
 
 def parse_cache(text: str) -> dict[tuple[str, int], float] | None:
@@ -115,29 +112,18 @@ def update_cache(path: str, port: int, ttl: float, now: float,
     """Add `down` (found down at `now`) and forget `up`, under the lock,
     merging with what other runs wrote meanwhile; expired entries go.
     Returns False when the cache could not be written (never raises)."""
-    import fcntl
-
+    from ..core import lockfile
     from ..core.durable import write_file_atomically
 
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, mode=CACHE_DIR_MODE, exist_ok=True)
-        lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-                       | getattr(os, "O_CLOEXEC", 0), CACHE_FILE_MODE)
+        lock = lockfile.hold(path + ".lock", wait=CACHE_LOCK_WAIT_S, poll=CACHE_LOCK_POLL_S)
     except OSError:
         return False
+    if lock is None:  # held by another run for longer than we wait
+        return False
     try:
-        give_up = time.monotonic() + CACHE_LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= give_up:
-                    return False
-                time.sleep(CACHE_LOCK_POLL_S)
-            except OSError:
-                return False
         entries = read_cache(path)
         kept = {key: stamp for key, stamp in entries.items()
                 if _fresh(stamp, ttl, now) and not (key[1] == port and key[0] in up)}
@@ -151,4 +137,4 @@ def update_cache(path: str, port: int, ttl: float, now: float,
             return False
         return True
     finally:
-        os.close(lock)  # releases the lock
+        lockfile.release(lock)

@@ -270,9 +270,7 @@ def default_config() -> str:
 
 
 def state_dir() -> str:
-    value = os.environ.get("XDG_STATE_HOME", "")
-    base = value if value.startswith("/") else os.path.join(locations.home(), ".local", "state")
-    return os.path.join(base, "roammail", "syncmail")
+    return os.path.join(locations.xdg_state_home(), "roammail", "syncmail")
 
 
 def sources_from_args(args: dict) -> list[Source]:
@@ -361,25 +359,21 @@ def state_path(source: Source, suffix: str) -> str:
 
 
 def lock_source(source: Source) -> int:
-    import errno
-    import fcntl
-
+    from ..core import lockfile
     from ..core.errors import IOFailure
 
     directory = state_dir()
     path = os.path.join(directory, state_name(source, ".lock"))
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise IOFailure(f"cannot open {path}: {exc.strerror or exc}") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise _Busy() from None
-        raise IOFailure(f"cannot lock {path}: {exc.strerror}") from exc
+        fd = lockfile.hold(path)
+    except lockfile.LockFileError as exc:
+        raise IOFailure(str(exc)) from exc
+    if fd is None:
+        raise _Busy()
     return fd
 
 
