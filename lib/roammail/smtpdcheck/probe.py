@@ -429,10 +429,13 @@ class Engine:
 
     # ----------------------------------------------------------- time
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, now: float) -> bool:
+        """Act on the timers due at `now`; True if any was."""
+        acted = False
         for lookup in self.lookups.values():
             if not lookup.done and lookup.deadline is not None and now >= lookup.deadline:
                 lookup.finish(TimeoutError("timed out"))
+                acted = True
         for probe in self.probes.values():
             if probe.up is not None or probe.cancelled:
                 continue
@@ -441,11 +444,15 @@ class Engine:
                 probe.next_at = None
                 for attempt in list(probe.attempts):
                     self._close(attempt)
+                acted = True
             elif probe.next_at is not None and now >= probe.next_at:
                 self._start_attempt(probe)
+                acted = True
         for attempt in list(self.closing):
             if attempt.until is not None and now >= attempt.until:
                 self._close(attempt)
+                acted = True
+        return acted
 
     def _next_wake(self) -> float | None:
         times: list[float | None] = []
@@ -464,9 +471,13 @@ class Engine:
                 or any(p.up is None and not p.cancelled for p in self.probes.values()))
 
     def step(self, until: float | None = None) -> None:
-        """Wait for the next event or timer (not past `until`), handle it."""
+        """Wait for the next event or timer (not past `until`), handle it.
+        A timer already due is handled at once, without waiting: a
+        deadline that passed since the last step may have ended the last
+        lookup or probe running, and nothing would then wake the wait."""
         now = self.clock()
-        self._expire(now)
+        if self._expire(now):
+            return
         wake = _earliest(self._next_wake(), until)
         timeout = None if wake is None else min(max(0.0, wake - now), MAX_WAIT_S)
         for key, mask in self.selector.select(timeout):
