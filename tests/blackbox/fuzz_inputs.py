@@ -710,6 +710,8 @@ def spool_files(draw) -> dict:
             cut = draw(st.integers(0, len(data)))
             data = data[:cut] + draw(st.binary(max_size=20))
         files[f".extsmail/spool/msgs/m{i}"] = data
+    if draw(st.integers(0, 5)) == 0:  # a directory where a message should be
+        files[".extsmail/spool/msgs/m9"] = None
     return files
 
 

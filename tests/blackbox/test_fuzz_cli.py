@@ -118,22 +118,3 @@ def test_hook_always_exits_0(world, hook):
         return outcome
 
     fuzz(world, hook, HOOK_RUNS, run)
-
-
-# Internal errors found in code being reworked elsewhere, kept out of the
-# generators meanwhile.  Each is a strict xfail: once fixed it fails here,
-# and then belongs in the generators instead.
-_SPOOL = {".extsmail/spool": None, ".extsmail/spool/msgs": None,
-          ".extsmail/conf": b'spool_dir = "~/.extsmail/spool"\n',
-          ".extsmail/externals": b'group {\n  external a { sendmail = "cat" }\n}\n'}
-KNOWN_INTERNAL_ERRORS = [
-    pytest.param(fz.Case("extsmaild", ["--delete", "m0"],
-                         {**_SPOOL, ".extsmail/spool/msgs/m0": None}),
-                 id="extsmaild-delete-a-directory-in-msgs",
-                 marks=pytest.mark.xfail(strict=True, reason="IsADirectoryError from unlink")),
-]
-
-
-@pytest.mark.parametrize("case", KNOWN_INTERNAL_ERRORS)
-def test_known_internal_errors(world, case):
-    check(fz.run_in_process(world, case), case)

@@ -734,6 +734,22 @@ def test_delete_by_id_and_unique_prefix(ext_home):
     assert ext_home.queued() == [c]
 
 
+def test_delete_refuses_what_is_not_a_message_and_an_empty_file(ext_home):
+    ext_home.write_externals(GOOD_EXTERNALS)
+    queued = queue(ext_home, simple_message())
+    (ext_home.msgs / "adir").mkdir()
+    (ext_home.msgs / "empty").write_bytes(b"")  # the C extsmail, still writing it
+    res = ext_home.run("extsmaild", "--delete", "adir")
+    assert res.returncode == 65, res.stderr
+    assert lines(res) == ["extsmaild: adir: not a regular file, not a queued message; "
+                          "not deleted"]
+    res = ext_home.run("extsmaild", "--delete", "empty")
+    assert res.returncode == 75, res.stderr
+    assert len(lines(res)) == 1 and "still writing it" in lines(res)[0]
+    assert (ext_home.msgs / "adir").is_dir() and (ext_home.msgs / "empty").exists()
+    assert queued.exists()
+
+
 def test_flush_delivers_while_another_process_holds_the_instance_lock(ext_home):
     rec = ext_home.recorder("r")
     ext_home.write_externals(f'group {{ external r {{ sendmail = "{rec.path}" }} }}')

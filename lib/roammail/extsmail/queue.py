@@ -13,10 +13,11 @@ commands runs: extsmaild imports this module for them only.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 
-from ..core.errors import EX_TEMPFAIL, DataError, UsageError
+from ..core.errors import EX_DATAERR, EX_IOERR, EX_TEMPFAIL, DataError, UsageError
 from . import spool
 from .deliver import clear_error, read_error
 
@@ -120,17 +121,34 @@ def delete_messages(spool_dir: str, idents: list[str], log) -> int:
     for path in paths:
         name = os.path.basename(path)
         try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue  # delivered meanwhile
+        if not stat.S_ISREG(st.st_mode):
+            log.error("%s: not a regular file, not a queued message; not deleted", name)
+            status = EX_DATAERR
+            continue
+        try:
             message = spool.open_message(path)
         except DataError:
             message = None
             if os.path.exists(path):  # corrupt: deleting it is what one wants
-                os.unlink(path)
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    log.error("%s: cannot delete it: %s", name, exc.strerror or exc)
+                    status = EX_IOERR
+                    continue
                 clear_error(spool_dir, name)
                 log.info("%s: deleted (it was corrupt)", name)
                 continue
         if message is None:
             if os.path.exists(path):
-                log.error("%s: being delivered right now; not deleted", name)
+                if st.st_size == 0:
+                    log.error("%s: empty: the C extsmail is still writing it; not deleted",
+                              name)
+                else:
+                    log.error("%s: being delivered right now; not deleted", name)
                 status = EX_TEMPFAIL
             continue
         with message:
