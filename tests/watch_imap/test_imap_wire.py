@@ -1,4 +1,4 @@
-"""Unit and property tests of roammail.watch_imap.imap's wire format: responses (with
+"""Unit and property tests of roammail.watch_imap's wire format (wire.py, utf7.py): responses (with
 literals), arguments, modified UTF-7 and the canonical mailbox names."""
 
 from __future__ import annotations
@@ -7,16 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roammail.watch_imap.imap import (
+from roammail.watch_imap.utf7 import mutf7_decode, mutf7_encode, server_mailbox
+from roammail.watch_imap.wire import (
     Literal,
     ProtocolError,
     _literal_size,
     astring,
     capabilities_of,
-    mutf7_decode,
-    mutf7_encode,
     parse_response,
-    server_mailbox,
 )
 
 # ------------------------------------------------------------ responses

@@ -40,7 +40,7 @@ TOOL = "watch-imap"
 STDOUT = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-# Told to stop, the watcher logs out (imap.LOGOUT_GRACE at most) and ends a
+# Told to stop, the watcher logs out (connection.LOGOUT_GRACE at most) and ends a
 # tunnel command (a few seconds at most, when it lingers); it is not
 # waited for longer than this.
 SHUTDOWN_LIMIT = 5.0  # seconds

@@ -39,20 +39,16 @@ from typing import Callable, Iterable, Optional
 from ..core.child import kill_group_async
 from ..core.errors import ConfigError, UnavailableError
 from .config import Account, ChannelView
-from .imap import (
+from .connection import (
     CommandFailed,
     Endpoint,
     ImapConnection,
-    LinkError,
-    Response,
-    mailbox_argument,
     make_ssl_context,
-    mutf7_decode,
-    mutf7_encode,
     run_to_end,
-    server_mailbox,
     within,
 )
+from .utf7 import mutf7_decode, mutf7_encode, server_mailbox
+from .wire import LinkError, Response, mailbox_argument
 
 log = logging.getLogger("roammail.watch_imap.watch")
 
