@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 
 from roammail.core import maildir
 from roammail.syncmail import move
-from roammail.syncmail.cli import parse_config
+from roammail.syncmail.conf import parse_config
 from roammail.syncmail.remote import ConnectError, RemoteSession
 from roammail.syncmail.session import ServerSession
 

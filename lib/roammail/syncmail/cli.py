@@ -27,14 +27,13 @@ import time
 from ..core import locations
 from ..core.cli import guarded
 from ..core.errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, RoammailError, UsageError
+from .conf import Source, parse_config
 
 TYPE_CHECKING = False  # typing costs ~15 ms to import: only type checkers read it
 if TYPE_CHECKING:
     from typing import Optional
 
-    from ..core.tokens import Token, TokenStream
     from .log import TerminalLog
-    from .plan import Action
 
 # Start-up is on the clock of every run, and most runs find nothing new:
 # such a run is mostly ssh logging in.  So everything up to the start of
@@ -108,148 +107,6 @@ def parse_args(argv: Optional[list[str]]) -> dict:
 
         args = docopt_args(__doc__, argv)
     return args
-
-
-# ------------------------------------------------------------ configuration
-#
-# Grammar (syncmail.conf(5)); the tokens are core/tokens.py's:
-#
-#   <config>  ::= <source> | <source> <config>
-#   <source>  ::= "source" ID "{" <items> "}"
-#   <items>   ::= "" | <item> <items>
-#   <item>    ::= "host" "=" STRING | "remote" "=" STRING
-#               | "local" "=" STRING | <rule>
-#   <rule>    ::= "match" "header" STRING <action>
-#   <action>  ::= "inbox" | "folder" STRING | "discard" | "archive" STRING
-
-class Rule:
-    """A `match header` rule: the regex (and its text), its line, its action."""
-
-    __slots__ = ("pattern", "line", "regex", "action")
-
-    def __init__(self, pattern: str, line: int, regex: object, action: Action) -> None:
-        self.pattern = pattern
-        self.line = line
-        self.regex = regex
-        self.action = action
-
-
-class Source:
-    """One source: its server maildir (host, remote), its local maildir,
-    its rules; where it was configured (path, line, the line of `remote`;
-    path "" for the one-shot form)."""
-
-    __slots__ = ("name", "host", "remote", "local", "rules", "path", "line", "remote_line")
-
-    def __init__(self, name: str, host: str, remote: str, local: str,
-                 rules: Optional[list] = None, path: str = "", line: int = 0,
-                 remote_line: int = 0) -> None:
-        self.name = name
-        self.host = host
-        self.remote = remote
-        self.local = local
-        self.rules = [] if rules is None else rules
-        self.path = path
-        self.line = line
-        self.remote_line = remote_line
-
-
-_SETTINGS = ("host", "remote", "local")
-
-
-def parse_config(data: bytes | str, path: str) -> list[Source]:
-    """Parse a syncmail.conf; ConfigError(path, line, ...) on any fault."""
-    from ..core.tokens import TokenStream, tokenize
-
-    ts = TokenStream(tokenize(data, path), path)
-    sources: list[Source] = []
-    names: dict[str, int] = {}
-    while not ts.at_eof():
-        sources.append(_source(ts, names))
-    if not sources:
-        raise ConfigError(path, 0, "no source defined")
-    return sources
-
-
-def _source(ts: TokenStream, names: dict[str, int]) -> Source:
-    from ..core.tokens import describe, shorten
-
-    start = ts.expect_word("source")
-    name_token = ts.expect("ID", "a name after 'source'")
-    name = str(name_token.value)
-    if name in names:
-        raise ts.error(name_token, f"source '{name}' already defined at line {names[name]}")
-    names[name] = name_token.line
-    ts.expect("LBRACE", f"'{{' after 'source {name}'")
-    values: dict[str, Token] = {}
-    rules: list[Rule] = []
-    while ts.peek().kind != "RBRACE":
-        token = ts.peek()
-        if token.kind == "ID" and token.value == "match":
-            rules.append(_rule(ts))
-            continue
-        if token.kind != "ID" or token.value not in _SETTINGS:
-            raise ts.error(token, f"expected 'host', 'remote', 'local', 'match' or '}}', "
-                                  f"found {describe(token)}")
-        key, value = ts.assignment("a key")
-        if key.value in values:
-            raise ts.error(key, f"'{key.value}' already set at line {values[key.value].line} "
-                                f"in source '{name}'")
-        ts.check_type(key, value, "STRING")
-        if value.value == "":
-            raise ts.error(key, f"'{key.value}' is empty")
-        values[str(key.value)] = value
-    ts.next()
-    for needed in _SETTINGS:
-        if needed not in values:
-            raise ts.error(start, f"source '{name}' has no '{needed}'")
-    host = str(values["host"].value)
-    if host.startswith("-") or any(c.isspace() for c in host):
-        raise ts.error(values["host"], f"bad host '{shorten(host)}'")
-    return Source(name, host, str(values["remote"].value),
-                  locations.expand_home(str(values["local"].value)), rules,
-                  ts.path, start.line, values["remote"].line)
-
-
-def _rule(ts: TokenStream) -> Rule:
-    from ..core import maildir
-    from ..core.headers import compile_rule
-    from ..core.tokens import describe, shorten
-    from .plan import Action
-
-    start = ts.expect_word("match")
-    ts.expect_word("header")
-    pattern = ts.expect("STRING", "a header regex in double quotes")
-    verb = ts.expect("ID", "'inbox', 'folder', 'discard' or 'archive'")
-    if verb.value == "inbox":
-        action = Action("inbox", None, start.line)
-    elif verb.value == "discard":
-        action = Action("discard", None, start.line)
-    elif verb.value in ("folder", "archive"):
-        target = ts.expect("STRING", f"a string after '{verb.value}'")
-        text = str(target.value)
-        if verb.value == "folder":
-            problem = maildir._folder_problem(text) if text != maildir.INBOX else None
-            if problem is not None:
-                raise ts.error(target, f"{problem}: '{shorten(text)}'")
-        elif not text:
-            raise ts.error(target, "archive directory is empty")
-        else:
-            text = locations.expand_home(text)
-        action = Action(str(verb.value), text, start.line)
-    else:
-        raise ts.error(verb, f"expected 'inbox', 'folder', 'discard' or 'archive', "
-                             f"found {describe(verb)}")
-
-    class _Parsed:
-        kind = "match"
-
-        def __init__(self, pattern: str, line: int) -> None:
-            self.pattern = pattern
-            self.line = line
-
-    compiled = compile_rule(_Parsed(str(pattern.value), start.line), ts.path)
-    return Rule(compiled.pattern, start.line, compiled.regex, action)
 
 
 def batch_messages() -> int:
