@@ -313,6 +313,36 @@ class TokenStream:
             )
         return key, value
 
+    def named_block(self, keyword: str, names: "dict[str, int]",
+                    what: "str | None" = None) -> "tuple[Token, Token]":
+        """`KEYWORD NAME {`, the head of a named block (an external, a
+        syncmail source, a watch-imap account): its keyword's and its
+        name's tokens.  `names` (name -> line) refuses a name defined
+        before and records this one; `what` describes the name expected."""
+        start = self.expect_word(keyword)
+        name = self.expect("ID", what or f"a name after '{keyword}'")
+        text = str(name.value)
+        if text in names:
+            raise self.error(name, f"{keyword} '{text}' already defined at line {names[text]}")
+        names[text] = name.line
+        self.expect("LBRACE", f"'{{' after '{keyword} {text}'")
+        return start, name
+
+    def setting(self, key: "Token", value: "Token", types: "dict[str, str]",
+                seen: "dict[str, int]", where: str, repeatable: "tuple[str, ...]" = ()) -> str:
+        """Check one `key = value` of a block (`where`, e.g. "external 'x'"):
+        a known key (`types`: key -> STRING, TIME...), set once unless
+        `repeatable` (`seen`: key -> line, updated here), of its type.
+        Returns the key's name."""
+        name = str(key.value)
+        if name not in types:
+            raise self.error(key, f"unknown key '{shorten(name)}' in {where}")
+        if name in seen and name not in repeatable:
+            raise self.error(key, f"'{name}' already set at line {seen[name]} in {where}")
+        seen.setdefault(name, key.line)
+        self.check_type(key, value, types[name])
+        return name
+
     def check_type(self, key: "Token", value: "Token", kind: str) -> None:
         """Raise ConfigError at key unless value is of kind (STRING, TIME or NUMBER)."""
         if value.kind != kind:

@@ -39,7 +39,6 @@ from roammail.core.tokens import (
     TokenStream,
     _Frozen,
     describe,
-    shorten,
     split_words,
     tokenize,
 )
@@ -149,28 +148,15 @@ def _group(ts: TokenStream, names: dict[str, int]) -> Group:
 
 
 def _external(ts: TokenStream, names: dict[str, int]) -> External:
-    start = ts.expect_word("external")
-    name_token = ts.expect("ID", "a name after 'external'")
+    start, name_token = ts.named_block("external", names)
     name = str(name_token.value)
-    if name in names:
-        raise ts.error(name_token, f"external '{name}' already defined at line {names[name]}")
-    names[name] = name_token.line
-    ts.expect("LBRACE", f"'{{' after 'external {name}'")
     seen: dict[str, int] = {}  # key -> line where it was set
     sendmail: str | None = None
     argv: list[str] = []
     timeout: int | None = None
     while ts.peek().kind != "RBRACE":
         key, value = ts.assignment("a key or '}'")
-        key_name = str(key.value)
-        if key_name not in _EXTERNAL_TYPES:
-            raise ts.error(key, f"unknown key '{shorten(key_name)}' in external '{name}'")
-        if key_name in seen:
-            raise ts.error(
-                key, f"'{key_name}' already set at line {seen[key_name]} in external '{name}'"
-            )
-        seen[key_name] = key.line
-        ts.check_type(key, value, _EXTERNAL_TYPES[key_name])
+        key_name = ts.setting(key, value, _EXTERNAL_TYPES, seen, f"external '{name}'")
         if key_name == "sendmail":
             sendmail = str(value.value)
             argv = _split_command(ts, key, sendmail)

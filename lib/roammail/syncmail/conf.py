@@ -64,6 +64,7 @@ class Source:
 
 
 _SETTINGS = ("host", "remote", "local")
+_SETTING_TYPES = {setting: "STRING" for setting in _SETTINGS}
 
 
 def parse_config(data: bytes | str, path: str) -> list[Source]:
@@ -83,14 +84,10 @@ def parse_config(data: bytes | str, path: str) -> list[Source]:
 def _source(ts: TokenStream, names: dict[str, int]) -> Source:
     from ..core.tokens import describe, shorten
 
-    start = ts.expect_word("source")
-    name_token = ts.expect("ID", "a name after 'source'")
+    start, name_token = ts.named_block("source", names)
     name = str(name_token.value)
-    if name in names:
-        raise ts.error(name_token, f"source '{name}' already defined at line {names[name]}")
-    names[name] = name_token.line
-    ts.expect("LBRACE", f"'{{' after 'source {name}'")
     values: dict[str, Token] = {}
+    seen: dict[str, int] = {}
     rules: list[Rule] = []
     while ts.peek().kind != "RBRACE":
         token = ts.peek()
@@ -101,10 +98,7 @@ def _source(ts: TokenStream, names: dict[str, int]) -> Source:
             raise ts.error(token, f"expected 'host', 'remote', 'local', 'match' or '}}', "
                                   f"found {describe(token)}")
         key, value = ts.assignment("a key")
-        if key.value in values:
-            raise ts.error(key, f"'{key.value}' already set at line {values[key.value].line} "
-                                f"in source '{name}'")
-        ts.check_type(key, value, "STRING")
+        ts.setting(key, value, _SETTING_TYPES, seen, f"source '{name}'")
         if value.value == "":
             raise ts.error(key, f"'{key.value}' is empty")
         values[str(key.value)] = value

@@ -186,27 +186,18 @@ def parse_watch_imap_conf(data: bytes | str, path: str) -> dict:
     """The account blocks of a watch-imap.conf, by name."""
     ts = TokenStream(tokenize(data, path, numbers=True), path)
     blocks: dict[str, Block] = {}
+    names: dict[str, int] = {}
     while not ts.at_eof():
-        start = ts.expect_word("account")
-        name = ts.expect("ID", "an account name after 'account'")
-        if name.value in blocks:
-            raise ts.error(name, f"account '{name.value}' already defined at line "
-                                 f"{blocks[str(name.value)].line}")
-        ts.expect("LBRACE", f"'{{' after 'account {name.value}'")
+        start, name = ts.named_block("account", names, "an account name after 'account'")
         settings: dict = {}
+        seen: dict[str, int] = {}
         while ts.peek().kind != "RBRACE":
             key, value = ts.assignment("a key or '}'")
-            key_name = str(key.value)
-            if key_name not in _KEYS:
-                raise ts.error(key, f"unknown key '{shorten(key_name)}' in account "
-                                    f"'{name.value}'")
-            ts.check_type(key, value, _KEYS[key_name])
+            key_name = ts.setting(key, value, _KEYS, seen, f"account '{name.value}'",
+                                  tuple(_REPEATABLE))
             setting = Setting(value.value, key.line)
             if key_name in _REPEATABLE:
                 settings.setdefault(key_name, []).append(setting)
-            elif key_name in settings:
-                raise ts.error(key, f"'{key_name}' already set at line "
-                                    f"{settings[key_name].line} in account '{name.value}'")
             else:
                 settings[key_name] = setting
         ts.next()
