@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from peers.waiting import running as _running
 from roammail.core.child import (
     ChildResult,
     kill_group,
@@ -43,14 +44,6 @@ def _zombie_children() -> list[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie (an orphan's zombie may linger)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 def _wait_gone(pid: int, timeout: float = 2.0) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[2] / "lib"
+from peers.imports import LIB, loaded_by
 
 # Each costs milliseconds (typing, dataclasses and inspect together about
 # 10 ms) or pulls in much more; none is needed to spool one message.
@@ -31,28 +31,6 @@ FORBIDDEN = [
     "subprocess",
     "logging",
 ]
-
-# The probe imports nothing but sys before the module under test (json, for
-# one, would bring re along and hide it), and reports all of sys.modules.
-PROBE = """
-import sys
-sys.path[:0] = [sys.argv[1]]
-import {module}
-sys.stdout.write("\\n".join(sorted(sys.modules)))
-"""
-
-
-def loaded_by(module: str) -> list[str]:
-    """Every module loaded in a fresh `python -I -S` after importing module."""
-    result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", PROBE.format(module=module), str(LIB)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split("\n")
-
 
 # What extsmail itself loads must not even include these: os (with the
 # _collections_abc it brings) is a third of its cost above the bare

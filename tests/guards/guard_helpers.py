@@ -14,7 +14,9 @@ import signal
 import subprocess
 import time
 import uuid
-from typing import Callable, Iterable
+from typing import Iterable
+
+from peers.waiting import running, wait_until
 
 POLL = 0.02  # seconds between two looks at /proc
 PY = "python3"  # the commands under test are plain system python3 scripts
@@ -25,30 +27,10 @@ def marker() -> str:
     return f"roammail-guard-{uuid.uuid4().hex}"
 
 
-def proc_state(pid: int) -> str | None:
-    """The state letter of `pid` (R, S, Z, ...), None when it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2:].split()[0].decode()
 
 
-def running(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie."""
-    return proc_state(pid) not in (None, "Z", "X")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll `predicate` until it is true or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL)
 
 
 def wait_gone(pids: Iterable[int], timeout: float) -> bool:
