@@ -12,6 +12,7 @@ import fcntl
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -425,13 +426,26 @@ def test_bad_options_exit_64(ext_home, args):
     assert lines(res)[0].startswith("extsmaild: ")
 
 
-@pytest.mark.parametrize("problem", ["missing", "mode"])
-def test_unusable_spool_dir_exits_73(ext_home, problem):
+def test_a_missing_spool_dir_is_made_0700_on_first_use(ext_home):
+    # A fresh set-up (extsmail(1)'s quick start) has no spool yet: every
+    # form that reads it makes it, as extsmail does, instead of exiting 73.
     ext_home.write_externals(GOOD_EXTERNALS)
-    if problem == "missing":
-        ext_home.spool.rmdir()
-    else:
-        ext_home.spool.chmod(0o755)
+    for args in (["--list"], ["-m", "batch"], ["--flush"]):
+        shutil.rmtree(ext_home.spool)
+        res = ext_home.run("extsmaild", *args)
+        assert res.returncode == 0, (args, res.stderr)
+        assert ext_home.spool.is_dir()
+        assert ext_home.spool.stat().st_mode & 0o777 == 0o700
+    # Its parent missing is still an error: only the spool itself is made.
+    ext_home.write_conf(f'spool_dir = "{ext_home.tmp}/no/such/spool"\n')
+    res = ext_home.run("extsmaild", "-m", "batch")
+    assert res.returncode == 73, res.stderr
+    assert len(lines(res)) == 1 and "no/such/spool" in lines(res)[0]
+
+
+def test_unusable_spool_dir_exits_73(ext_home):
+    ext_home.write_externals(GOOD_EXTERNALS)
+    ext_home.spool.chmod(0o755)
     for args in (["-m", "batch"], ["--flush"], ["--list"]):
         res = ext_home.run("extsmaild", *args)
         assert res.returncode == 73, (args, res.stderr)

@@ -93,7 +93,7 @@ def setup_log(stderr: bool):
 
 
 def lock_or_fail(spool_dir: str) -> int:
-    spool.check_spool_dir(spool_dir)
+    spool.check_spool_dir(spool_dir, create=True)  # a fresh set-up has none yet
     fd = spool.acquire_instance_lock(spool_dir)
     if fd is None:
         raise AlreadyRunning(f"another extsmaild is running on {spool_dir} "
@@ -110,7 +110,7 @@ def run_batch(settings: Settings, options: RunOptions, *, take_lock: bool) -> in
     """
     log = setup_log(stderr=True)
     lock_fd = lock_or_fail(settings.spool_dir) if take_lock else None
-    spool.check_spool_dir(settings.spool_dir)
+    spool.check_spool_dir(settings.spool_dir, create=True)
     deliverer = Deliverer(settings, log, daemon=False, stall_timeout=options.stall_timeout,
                           jobs=options.jobs)
 
@@ -350,7 +350,7 @@ def run(argv: list[str] | None) -> int:
 
         _, conf = load_conf(conf_opt)
         spool_dir = locations.expand_home(conf.spool_dir)
-        spool.check_spool_dir(spool_dir)
+        spool.check_spool_dir(spool_dir, create=True)
         if args["--list"]:
             return list_queue(spool_dir, sys.stdout)
         if args["--show"]:
