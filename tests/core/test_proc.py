@@ -5,32 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from core.conftest import inode
 from roammail.core import proc as procfs
 from roammail.core.proc import Proc
-
-
-@pytest.fixture
-def connection():
-    """(client, server-side) sockets of one TCP connection on 127.0.0.1."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    served, _ = listener.accept()
-    listener.close()
-    yield client, served
-    client.close()
-    served.close()
-
-
-def inode(sock: socket.socket) -> int:
-    return os.fstat(sock.fileno()).st_ino
-
 
 # -- /proc -------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import subprocess
@@ -12,6 +11,7 @@ import time
 
 import pytest
 
+from core.conftest import inode
 from roammail.core import traffic as netwatch
 from roammail.core.traffic import TcpDiag, TcpSocket, activity
 
@@ -24,20 +24,8 @@ def diag():
         yield d
 
 
-@pytest.fixture
-def connection():
-    """(client, server-side) sockets of one TCP connection on 127.0.0.1."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    served, _ = listener.accept()
-    listener.close()
-    yield client, served
-    client.close()
-    served.close()
 
 
-def inode(sock: socket.socket) -> int:
-    return os.fstat(sock.fileno()).st_ino
 
 
 def settle(diag: TcpDiag, sock: socket.socket, check, timeout: float = 2.0) -> TcpSocket:
