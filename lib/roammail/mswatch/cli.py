@@ -216,6 +216,8 @@ class Mswatch:
         except RoammailError as exc:
             self.log.error("reload failed, keeping the old configuration: %s", exc)
             return
+        for text in warning_lines(new):
+            self.log.warning("%s", text)
         old, self.config = self.config, new
         self.schedule.timing = new.timing
         for name in list(self.schedule.pending):
@@ -525,6 +527,11 @@ def signal_running(path: str, signum: int) -> int:
 # ---------------------------------------------------------------------- main
 
 
+def warning_lines(config: MswatchConfig) -> list:
+    """One line for each warning of the configuration, naming file and line."""
+    return [f"warning: {message} ({config.path}:{line})" for line, message in config.warnings]
+
+
 def find_config(explicit: Optional[str]) -> str:
     if explicit:
         return locations.expand_home(explicit)
@@ -570,6 +577,9 @@ def run(argv: Optional[list]) -> int:
         return 0
     config_path = find_config(args["--config"])
     config = read_mswatchrc(config_path)
+    for text in warning_lines(config):
+        sys.stderr.write(f"{TOOL}: {text}\n")
+    sys.stderr.flush()
     hooks = args["--hooks"]
     hooks_base = hookdirs.default_base() if hooks is None else locations.expand_home(hooks)
     log_file = args["--log-file"]

@@ -5,8 +5,14 @@ mswatch's (mswatchrc(5)): `#` comments, whitespace-separated tokens, one
 statement per line except `store NAME { watch CMD... }`, whose braces may
 stand on lines of their own.  Beyond the original: a token may be written
 in double quotes ("two words", "" for an empty argument; \\" and \\\\
-inside), and durations may carry a unit (30s, 5m, 1h, 2d).  Unquoted `{`
-and `}` are tokens of their own even when written against a word.
+inside), and durations may carry a unit (30s, 5m, 1h, 2d).
+
+Braces are read as the original reads them: a `{` or `}` is a token only
+when it stands alone, so `a{b}` and `x{1,2}` are words.  A file that cannot
+be read that way is read a second time with every unquoted brace a token of
+its own, even against a word (`store a {watch x}`), which the original
+refuses.  A store name given twice is taken, as the original takes it: the
+later definition replaces the earlier one, and a warning says so.
 
 Every error is ConfigError(path, line, message).  Pure: parse_mswatchrc()
 takes the text; read_mswatchrc() only adds reading the file.
@@ -48,6 +54,7 @@ class MswatchConfig:
     prefix: Optional[str]  # mailbox_prefix, None when not set
     separator: str
     stores: tuple  # exactly two Store
+    warnings: tuple = ()  # (line, message) of what was taken but looks wrong
 
     @property
     def store_pair(self) -> str:
@@ -55,8 +62,31 @@ class MswatchConfig:
         return "-".join(s.name for s in self.stores)
 
 
-def tokenize(text: str, path: str) -> Iterator[Token]:
-    """The tokens of `text`, with a NEWLINE token at the end of each line."""
+_BLANKS = " \t\r\f\v"
+_RUN_ENDS = _BLANKS + "\n#"  # what ends a run of characters, a word at most
+
+
+def _closed_later(text: str, i: int) -> bool:
+    """Whether the `{` at text[i] is closed by a `}` of the same run."""
+    depth = 0
+    for c in text[i:]:
+        if c in _RUN_ENDS:
+            return False
+        depth += (c == "{") - (c == "}")
+        if depth == 0:
+            return True
+    return False
+
+
+def tokenize(text: str, path: str, *, split_braces: bool = False) -> Iterator[Token]:
+    """The tokens of `text`, with a NEWLINE token at the end of each line.
+
+    As the original reads it, a `{` or `}` is a token when it stands alone
+    (followed by a blank, a comment or the end of the line) and part of the
+    word when written against other characters.  With `split_braces`, a
+    brace against a word is a token too, unless it pairs with another brace
+    of the same word (`x{1,2}` stays a word; `a{watch` is `a`, `{`, `watch`).
+    """
     line = 1
     i, n = 0, len(text)
     while i < n:
@@ -65,22 +95,29 @@ def tokenize(text: str, path: str) -> Iterator[Token]:
             yield Token(NEWLINE, "\n", line)
             line += 1
             i += 1
-        elif c in " \t\r\f\v":
+        elif c in _BLANKS:
             i += 1
         elif c == "#":
             while i < n and text[i] != "\n":
                 i += 1
-        elif c == "{":
-            yield Token(OPEN, c, line)
-            i += 1
-        elif c == "}":
-            yield Token(CLOSE, c, line)
+        elif c in "{}" and (i + 1 == n or text[i + 1] in _RUN_ENDS or (
+                split_braces and (c == "}" or not _closed_later(text, i)))):
+            yield Token(OPEN if c == "{" else CLOSE, c, line)
             i += 1
         else:
             word: list[str] = []
             quoted = False
-            while i < n and text[i] not in " \t\r\f\v\n{}#":
+            depth = 0  # braces of this word still open (with split_braces)
+            while i < n and text[i] not in _RUN_ENDS:
                 c = text[i]
+                if split_braces and c == "}" and depth == 0:
+                    break
+                if split_braces and c == "{":
+                    if not _closed_later(text, i):
+                        break
+                    depth += 1
+                elif split_braces and c == "}":
+                    depth -= 1
                 if c == '"':
                     quoted = True
                     i += 1
@@ -108,9 +145,11 @@ class _Parser:
     KEYWORDS = ("base_delay", "inter_delay", "max_delay", "poll_period", "ignore", "sync",
                 "mailbox_prefix", "store")
 
-    def __init__(self, text: str, path: str) -> None:
+    def __init__(self, text: str, path: str, *, split_braces: bool = False) -> None:
         self.path = path
-        self.tokens = list(tokenize(text, path))
+        self.tokens = list(tokenize(text, path, split_braces=split_braces))
+        self.warnings: list[tuple[int, str]] = []
+        self.twice: list[str] = []  # store names defined again
         self.pos = 0
         self.delays: dict[str, float] = {}
         self.inter_delays: dict[str, float] = {}
@@ -172,7 +211,9 @@ class _Parser:
             last_line = self.tokens[self.pos - 1].line
         if len(self.stores) != 2:
             line = self.stores[-1].line if self.stores else last_line
-            raise self.error(line, f"exactly two stores are needed, found {len(self.stores)}")
+            twice = "".join(f"; store '{name}' is defined twice" for name in self.twice)
+            raise self.error(line, f"exactly two stores are needed, found {len(self.stores)}"
+                             + twice)
         if self.sync is None:
             raise self.error(last_line, "no 'sync' line: which program syncs the mailboxes?")
         timing = Timing(
@@ -184,7 +225,7 @@ class _Parser:
             ignore=frozenset(self.ignore),
         )
         return MswatchConfig(self.path, timing, self.sync, self.prefix, self.separator,
-                             tuple(self.stores))
+                             tuple(self.stores), tuple(self.warnings))
 
     def statement(self, kw: Token, args: list[Token]) -> None:
         name = kw.text
@@ -219,9 +260,8 @@ class _Parser:
         if name_tok is None or name_tok.kind != WORD or not name_tok.text:
             raise self.error(kw.line, "store takes a name, then { watch COMMAND... }")
         self.take()
-        if any(s.name == name_tok.text for s in self.stores):
-            raise self.error(name_tok.line, f"store '{name_tok.text}' is defined twice")
-        if len(self.stores) == 2:
+        earlier = next((i for i, s in enumerate(self.stores) if s.name == name_tok.text), None)
+        if earlier is None and len(self.stores) == 2:
             raise self.error(kw.line, "exactly two stores are needed, found a third")
         self.skip_newlines()
         tok = self.peek()
@@ -251,12 +291,34 @@ class _Parser:
             watch = tuple(words)
         if watch is None:
             raise self.error(kw.line, f"store {name_tok.text}: no 'watch' command")
-        self.stores.append(Store(name_tok.text, watch, kw.line))
+        store = Store(name_tok.text, watch, kw.line)
+        if earlier is None:
+            self.stores.append(store)
+            return
+        # The original takes a name given twice; the later definition wins.
+        self.warnings.append((kw.line, f"store '{store.name}' is defined twice: this "
+                              f"definition replaces the one of line {self.stores[earlier].line}"))
+        self.stores[earlier] = store
+        self.twice.append(store.name)
 
 
 def parse_mswatchrc(text: str, path: str) -> MswatchConfig:
-    """Parse the text of a ~/.mswatchrc; ConfigError(path, line, ...) if wrong."""
-    return _Parser(text, path).parse()
+    """Parse the text of a ~/.mswatchrc; ConfigError(path, line, ...) if wrong.
+
+    Read first as the original reads it (a brace against other characters
+    is part of the word), then, if that fails, with every brace a token of
+    its own.  When both fail, the error is the one found further down the
+    file (the second reading's when on the same line).
+    """
+    try:
+        return _Parser(text, path).parse()
+    except ConfigError as first:
+        try:
+            return _Parser(text, path, split_braces=True).parse()
+        except ConfigError as second:
+            if first.line > second.line:
+                raise first from None
+            raise
 
 
 def read_mswatchrc(path: str) -> MswatchConfig:
