@@ -1,14 +1,17 @@
 """Files mswatch 1.2 accepts: braces inside a word and a store name given
-twice (the parser, then the installed mswatch)."""
+twice (the parser, then the installed mswatch); and a watch command that is
+not installed on the far side of ssh (the real test sshd)."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from mswatch_helpers import START_TIMEOUT
+from mswatch_helpers import START_TIMEOUT, WAIT_TIMEOUT
 
+from peers.maildirs import make_maildir
 from roammail.core.errors import ConfigError
 from roammail.mswatch.config import parse_mswatchrc
 
@@ -113,3 +116,55 @@ def test_installed_mswatch_refuses_a_lone_store_given_twice(installed, tmp_path)
     assert res.returncode == 78
     assert res.stderr == (f"mswatch: exactly two stores are needed, found 1; store 'a' is "
                           f"defined twice ({rc}:3)\n")
+
+
+# --- a watch command missing on the far side --------------------------------------
+
+NOT_FOUND = "store remote: watch command not found on the remote side (exit 127)"
+
+
+def wait_for(predicate, what: str, timeout: float = WAIT_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_watch_command_missing_remotely_is_told_once(tmp_path, sshd, installed,
+                                                      mswatch_run, recorder) -> None:
+    script, _ = recorder()
+    local = make_maildir(tmp_path / "A")
+    rbin = tmp_path / "rbin"  # first on the remote PATH; empty for now
+    rbin.mkdir()
+    stop = tmp_path / "stop"
+    ssh = [*sshd.ssh_command(remote_path=[rbin]), sshd.host_alias, "remote-watcher"]
+    logins = sshd.count_accepted()
+    run = mswatch_run(f"""\
+sync {script}
+store local {{ watch watch-maildirs -m {local} }}
+store remote {{ watch {' '.join(ssh)} }}
+""")
+    text = run.wait_log(NOT_FOUND)
+    line = next(ln for ln in text.splitlines() if NOT_FOUND in ln)
+    assert line.endswith(": is roammail installed there, and on the PATH of a "
+                         "non-interactive ssh session?")
+    # Retried quietly: two more attempts (after 1 s and 2 s; the far side's
+    # shell complains in the log each time), not a word more from mswatch.
+    wait_for(lambda: sshd.count_accepted() >= logins + 3, "third login")
+    run.wait_log("remote-watcher: not found", count=3)
+    time.sleep(0.5)  # for a line mswatch would write on the third exit
+    text = run.text()
+    assert text.count(NOT_FOUND) == 1
+    assert "store remote: watcher ended" not in text
+    # Installed: the watcher comes up, then ends and is gone again: told anew.
+    watcher_script = rbin / "remote-watcher"
+    watcher_script.write_text(f'#!/bin/sh\necho\nwhile [ ! -e {stop} ]; do sleep 0.1; done\n'
+                              f'rm -f "$0"\nexit 1\n')
+    watcher_script.chmod(0o755)
+    run.wait_log("store remote: watcher ready")
+    stop.touch()
+    text = run.wait_log(NOT_FOUND, count=2)
+    assert text.count("store remote: watcher ended (exit status 1)") == 1
+    assert run.stop() == 0

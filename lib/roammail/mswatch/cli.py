@@ -48,11 +48,13 @@ from .plan import Schedule, StartSync, Wait, decide, sync_argv
 TOOL = "mswatch"
 WATCHER_BACKOFF_FIRST = 1.0  # s before the first restart of a dead watcher; doubles
 WATCHER_TERM_GRACE = 0.5  # s between SIGTERM and SIGKILL for a watcher that ended
+WATCHER_EXIT_WAIT = 0.5  # s a watcher that closed its output has to exit by itself
 SYNC_STOP_GRACE = 10.0  # s a running sync has to end after SIGTERM when we stop
 REAP_AFTER_STOP = 5.0  # s we wait at most for a stopped child to be reaped
 LOOP_TICK = 30.0  # s: the longest select() ever sleeps (a safety net, not a poll)
 READ_CHUNK = 65536
 MAX_LINE = 4096  # a watcher line longer than this is nonsense: dropped
+NOT_FOUND = 127  # the shell's (and so ssh's) exit status for "command not found"
 
 
 # ------------------------------------------------------------------ children
@@ -91,6 +93,8 @@ class Watcher:
         self.ready = False
         self.backoff = 0.0
         self.restart_at: Optional[float] = 0.0  # monotonic time; None while running
+        # "command not found" was told and the watcher has not been ready since.
+        self.not_found_told = False
 
     def start(self, now: float) -> None:
         self.restart_at = None
@@ -134,8 +138,17 @@ class Watcher:
             self.buf = b""
         return [ln.decode("utf-8", "replace") for ln in lines if len(ln) <= MAX_LINE]
 
-    def close(self, grace: float = WATCHER_TERM_GRACE) -> Optional[int]:
-        """Stop its process group, reap it, close our ends; its exit code."""
+    def close(self, grace: float = WATCHER_TERM_GRACE, exit_wait: float = 0.0) -> Optional[int]:
+        """Stop its process group, reap it, close our ends; its exit code.
+
+        `exit_wait`: how long it may take to exit by itself first, so that
+        its own exit status is kept (ssh killed by SIGTERM exits 255,
+        hiding the 127 of a remote command that was not found)."""
+        if self.proc is not None and exit_wait > 0:
+            try:
+                self.proc.wait(timeout=exit_wait)
+            except subprocess.TimeoutExpired:
+                pass
         for fd in (self.fd, self.stdin_w):
             if fd >= 0:
                 os.close(fd)
@@ -239,6 +252,7 @@ class Mswatch:
                 if line == "":
                     watcher.ready = True
                     watcher.backoff = 0.0
+                    watcher.not_found_told = False
                     self.say("store %s: watcher ready", watcher.store.name)
                     if all(w.ready for w in self.watchers):
                         self.schedule.want_full(now)  # at start, and after a restart
@@ -251,11 +265,18 @@ class Mswatch:
                 self.log.debug("store %s: %s changed", watcher.store.name, name)
 
     def on_eof(self, watcher: Watcher, now: float) -> None:
-        code = watcher.close()
+        code = watcher.close(exit_wait=WATCHER_EXIT_WAIT)
         watcher.schedule_restart(now)
         status = describe_returncode(code) if code is not None else "gone"
-        self.log.warning("store %s: watcher ended (%s); restarting in %.0f s",
-                         watcher.store.name, status, watcher.backoff)
+        report = self.log.warning
+        if code == NOT_FOUND and not watcher.not_found_told:
+            watcher.not_found_told = True
+            self.log.error("%s", not_found_text(watcher.store))
+            report = self.log.debug
+        elif watcher.not_found_told:
+            report = self.log.debug  # told once; quiet until it has been ready again
+        report("store %s: watcher ended (%s); restarting in %.0f s",
+               watcher.store.name, status, watcher.backoff)
 
     # -- syncs ---------------------------------------------------------------
 
@@ -392,6 +413,16 @@ class Mswatch:
                         self.on_eof(w, now)
                     else:
                         self.on_lines(w, lines, now)
+
+
+def not_found_text(store: Store) -> str:
+    """What a watcher that exited 127, "command not found", tells the user."""
+    if any(os.path.basename(word) == "ssh" for word in store.watch):
+        return (f"store {store.name}: watch command not found on the remote side "
+                f"(exit {NOT_FOUND}): is roammail installed there, and on the PATH of a "
+                f"non-interactive ssh session?")
+    return (f"store {store.name}: watch command not found (exit {NOT_FOUND}): is every "
+            f"program it runs installed, and on the PATH?")
 
 
 def _drain(fd: int) -> None:
