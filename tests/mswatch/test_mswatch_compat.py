@@ -13,7 +13,8 @@ from mswatch_helpers import START_TIMEOUT, WAIT_TIMEOUT
 
 from peers.maildirs import make_maildir
 from roammail.core.errors import ConfigError
-from roammail.mswatch.config import parse_mswatchrc
+from roammail.mswatch.cli import Watcher
+from roammail.mswatch.config import Store, parse_mswatchrc
 
 # --- braces -------------------------------------------------------------------
 
@@ -129,6 +130,17 @@ def wait_for(predicate, what: str, timeout: float = WAIT_TIMEOUT) -> None:
         if time.monotonic() >= deadline:
             raise AssertionError(f"no {what} after {timeout} s")
         time.sleep(0.05)
+
+
+def test_the_restart_backoff_stops_at_max_delay() -> None:
+    # A watcher that keeps failing (not installed on the far side, say) is
+    # retried every max_delay at the longest, not ever more rarely.
+    w = Watcher(Store("remote", ("w",), 1), None, None, max_delay=5)
+    delays = []
+    for _ in range(6):
+        w.schedule_restart(100.0)
+        delays.append(w.restart_at - 100.0)
+    assert delays == [1, 2, 4, 5, 5, 5]
 
 
 @pytest.mark.slow

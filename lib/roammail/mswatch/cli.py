@@ -82,8 +82,10 @@ class Watcher:
     watch-maildirs` must not see EOF on its input until we stop it.
     """
 
-    def __init__(self, store: Store, log, out_fd: Optional[int]) -> None:
+    def __init__(self, store: Store, log, out_fd: Optional[int],
+                 max_delay: float = float("inf")) -> None:
         self.store = store
+        self.max_delay = max_delay  # the cap of the restart backoff
         self.log = log
         self.out_fd = out_fd  # where its stderr goes (None: ours)
         self.proc: Optional[subprocess.Popen] = None
@@ -119,7 +121,8 @@ class Watcher:
         self.log.debug("store %s: watcher started (pid %d)", self.store.name, self.proc.pid)
 
     def schedule_restart(self, now: float) -> None:
-        self.backoff = WATCHER_BACKOFF_FIRST if not self.backoff else self.backoff * 2
+        self.backoff = min(self.max_delay,
+                           WATCHER_BACKOFF_FIRST if not self.backoff else self.backoff * 2)
         self.restart_at = now + self.backoff
 
     def read(self) -> Optional[list]:
@@ -179,7 +182,8 @@ class Mswatch:
             self.out_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                                   | os.O_CLOEXEC, 0o600)
         self.schedule = Schedule(config.timing)
-        self.watchers = [Watcher(s, log, self.out_fd) for s in config.stores]
+        self.watchers = [Watcher(s, log, self.out_fd, config.timing.max_delay)
+                         for s in config.stores]
         self.all_ready_once = False
         self.sync_proc: Optional[subprocess.Popen] = None
         self.sync_action: Optional[StartSync] = None
@@ -233,6 +237,8 @@ class Mswatch:
             self.log.warning("%s", text)
         old, self.config = self.config, new
         self.schedule.timing = new.timing
+        for w in self.watchers:
+            w.max_delay = new.timing.max_delay
         for name in list(self.schedule.pending):
             if name in new.timing.ignore:
                 del self.schedule.pending[name]
@@ -240,7 +246,8 @@ class Mswatch:
             self.log.info("stores changed: restarting the watchers")
             for w in self.watchers:
                 w.close()
-            self.watchers = [Watcher(s, self.log, self.out_fd) for s in new.stores]
+            self.watchers = [Watcher(s, self.log, self.out_fd, new.timing.max_delay)
+                             for s in new.stores]
             self.all_ready_once = False
         self.log.info("configuration reloaded from %s", self.config_path)
 
