@@ -494,3 +494,49 @@ def test_real_mails_for_hostile_endpoints(hooks, home, mailbox: Mailbox, tmp_pat
     assert len(mailbox.matching(tag)) == 2 * len(endpoints)
     for where in (home_dir, tmp_path):
         assert not any((where / n).exists() for n in ("pwned", "pwned3"))
+
+
+# ------------------------------------------------- straight into a maildir
+
+
+def make_maildir_at(path: Path) -> Path:
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(parents=True)
+    return path
+
+
+def test_maildir_delivery_needs_no_mail_command(hooks, home, fake_mail):
+    """With MAIL_ON_FAILURE_MAILDIR the notices land in that maildir's new/,
+    whole (tmp/ then new/), and mail(1) is not run: a sendmail that queues
+    offline cannot hold the failure notice back."""
+    import email
+
+    home_dir, env = home
+    box = make_maildir_at(home_dir / "Maildir")
+    env = fake_mail.env(env, MAIL_ON_FAILURE_MAILDIR=str(box))
+    hook = hooks["mail-on-failure"]
+
+    quiet_ok(run_hook(hook, "post", "pull", "default", "1", env=env))
+    quiet_ok(run_hook(hook, "post", "pull", "default", "1", env=env))
+    quiet_ok(run_hook(hook, "post", "pull", "default", "0", env=env))
+    assert fake_mail.calls() == []
+    assert list((box / "tmp").iterdir()) == []
+    files = sorted((box / "new").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    assert len(files) == 2 and len({f.name for f in files}) == 2
+    mails = [email.message_from_bytes(f.read_bytes()) for f in files]
+    assert [m["Subject"] for m in mails] == ["[smd] sync with default failed",
+                                             "[smd] sync with default succeeded"]
+    for mail in mails:
+        assert mail["To"] == user_name() and mail["Date"] and mail["Message-ID"]
+    assert "status:    1" in mails[0].get_payload()
+    assert state_files(home_dir) == []
+
+
+def test_a_missing_maildir_records_nothing(hooks, home, fake_mail):
+    home_dir, env = home
+    env = fake_mail.env(env, MAIL_ON_FAILURE_MAILDIR=str(home_dir / "NoSuchMaildir"))
+    result = run_hook(hooks["mail-on-failure"], "post", "pull", "default", "1", env=env)
+    assert result.returncode == 0
+    assert "is not a maildir" in result.stderr and "tries again" in result.stderr
+    assert fake_mail.calls() == []
+    assert state_files(home_dir) == []
