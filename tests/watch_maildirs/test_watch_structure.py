@@ -1,6 +1,7 @@
 """Black-box: folders created, removed and renamed while watch-maildirs
-runs are followed (or, with --exit-on-new-folder, make it exit 2 as the
-original did); the base maildir moved or removed makes it exit 2."""
+runs are followed, as the original watch_maildirs follows them (or, with
+--exit-on-new-folder, make it exit 2, as the original's page documents);
+the base maildir moved or removed makes it exit 2."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def test_symlinked_folder_added_and_removed(watcher, maildir, tmp_path):
     assert "ext" in tool.expect(["ext"])
 
 
-def test_exit_on_new_folder_exits_2_as_the_original(watcher, maildir):
+def test_exit_on_new_folder_exits_2(watcher, maildir):
     tool = watcher(maildir, "--exit-on-new-folder")
     tool.ready()
     add_message(maildir, "Sent")

@@ -9,8 +9,8 @@ Options:
   -m DIR, --maildir=DIR  The base maildir (INBOX), which holds the Maildir++
                          folders .NAME; default: $MAILDIR, else ~/Maildir.
   --exit-on-new-folder   Exit 2 when a folder is created, removed or
-                         renamed, as the original watch_maildirs did,
-                         instead of following the change.
+                         renamed, instead of following the change (the
+                         original's page says it exits 2; it rarely does).
   --delimiter=CHAR       Print the hierarchy of a folder name with CHAR
                          instead of the Maildir++ dot: --delimiter=/ prints
                          .a.b as a/b, the name mbsync gives it.
