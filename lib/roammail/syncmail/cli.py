@@ -50,6 +50,8 @@ EXIT_OK = 0
 EXIT_LEFT = 1          # some messages left on the server (named in the log)
 EXIT_TEMPFAIL = EX_TEMPFAIL  # could not connect, or the connection broke
 EXIT_CONFIG = EX_CONFIG
+# A maildir's own subdirectories: no place for another maildir.
+_MAILDIR_SUBDIRS = ("new", "cur", "tmp")
 
 # Server tmp/ files untouched this long are reported (maildir's own limit).
 STALE_TMP_SECONDS = 36 * 3600
@@ -141,8 +143,11 @@ def sources_from_args(args: dict) -> list[Source]:
         host, remote = operands[0].split(":", 1)
         if not host or not remote or host.startswith("-"):
             raise UsageError(f"bad HOST:REMOTE_MAILDIR '{operands[0]}'")
-        return [Source(f"{host}:{remote}", host, remote, os.path.abspath(
-            locations.expand_home(operands[1])))]
+        local = os.path.abspath(locations.expand_home(operands[1]))
+        inside = maildir_holding(local)
+        if inside is not None:
+            raise UsageError(f"{_inside_text(local, inside)}: give the maildir itself")
+        return [Source(f"{host}:{remote}", host, remote, local)]
     from ..core.tokens import read_config_file
 
     path = args["--config"]
@@ -155,7 +160,33 @@ def sources_from_args(args: dict) -> list[Source]:
             if op not in known:
                 raise ConfigError(path, 0, f"no source '{op}'")
         sources = [known[op] for op in operands]
+    for source in sources:
+        inside = maildir_holding(os.path.abspath(source.local))
+        if inside is not None:
+            raise ConfigError(path, source.line, f"source '{source.name}': "
+                              f"{_inside_text(source.local, inside)}")
     return sources
+
+
+def maildir_holding(path: str) -> Optional[str]:
+    """The maildir whose new/, cur/ or tmp/ is `path` (absolute) or holds
+    it, if any: a maildir there would be taken for messages, or removed
+    as a stale tmp/ file, by whatever reads the outer one."""
+    here = path
+    while True:
+        parent, base = os.path.split(here)
+        if base in _MAILDIR_SUBDIRS and all(
+                os.path.isdir(os.path.join(parent, sub)) for sub in _MAILDIR_SUBDIRS):
+            return os.path.join(parent, base)
+        if parent == here:
+            return None
+        here = parent
+
+
+def _inside_text(local: str, subdir: str) -> str:
+    where = ("is" if os.path.abspath(local) == subdir else "is inside")
+    return (f"local maildir {local} {where} the {os.path.basename(subdir)}/ of the maildir "
+            f"{os.path.dirname(subdir)}")
 
 
 # ------------------------------------------------------------------ one run
