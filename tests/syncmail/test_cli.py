@@ -1,4 +1,4 @@
-"""Exit statuses 0/1/75/78, dry run, hooks."""
+"""Exit statuses 0/1/66/75/78, dry run, hooks."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_remote_maildir_missing_names_the_config_line(world):
     world.write_config(f'source a {{\n  host = "testhost"\n  remote = "{world.root}/none"\n'
                        f'  local = "{world.local}"\n}}\n')
     result = world.run()
-    assert result.returncode == 1
+    assert result.returncode == 66
     assert "syncmail.conf:3)" in result.stderr
 
 

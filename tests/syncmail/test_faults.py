@@ -176,8 +176,8 @@ def test_full_local_disk_removes_nothing_not_stored(world, small_disk):
     made = fill_server(world, 10, sizes=[400_000] * 10)
     world.basic_config()
     result = world.run()
-    assert result.returncode == 1
-    assert "No space left on device" in result.stderr
+    assert result.returncode == 74
+    assert "laptop: local disk full: " in result.stderr
     local = world.local_messages()
     server = world.server_new()
     assert 0 < len(server) < 10

@@ -18,7 +18,8 @@ follows one policy:
   holders hold "it": one still holds the old file when the other creates
   and locks a new one under the same name (the C extsmail takes
   extsmaild.lock the same way, so this is also what keeps the two
-  compatible).
+  compatible).  The one exception, syncmail's one-shot lock, is removed
+  by its holder and re-checked by whoever takes it (syncmail/cli.py).
 - What the file holds is not the lock's business: a caller may keep data
   of its own in it, through the descriptor it got.
 

@@ -26,8 +26,22 @@ import time
 
 from ..core import locations
 from ..core.cli import guarded
-from ..core.errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, RoammailError, UsageError
+from ..core.errors import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_IOERR,
+    EX_NOINPUT,
+    EX_TEMPFAIL,
+    ConfigError,
+    RoammailError,
+    UsageError,
+)
 from .conf import Source, parse_config
+
+try:  # signal's own import costs ~5 ms (it imports enum); _signal is loaded
+    import _signal as signals
+except ImportError:  # pragma: no cover - every CPython has _signal
+    import signal as signals
 
 TYPE_CHECKING = False  # typing costs ~15 ms to import: only type checkers read it
 if TYPE_CHECKING:
@@ -48,8 +62,17 @@ TOOL = "syncmail"
 
 EXIT_OK = 0
 EXIT_LEFT = 1          # some messages left on the server (named in the log)
+EXIT_NO_REMOTE = EX_NOINPUT  # the server's maildir is missing, or not a maildir
+EXIT_UNWRITABLE = EX_CANTCREAT  # the local maildir cannot be made or written
+EXIT_LOCAL_IO = EX_IOERR  # a local write failed (a full disk), or the state files
 EXIT_TEMPFAIL = EX_TEMPFAIL  # could not connect, or the connection broke
+EXIT_PROTOCOL = 76     # sysexits' EX_PROTOCOL: the server spoke out of protocol
 EXIT_CONFIG = EX_CONFIG
+EXIT_INTERRUPTED = 128 + 2   # SIGINT (Ctrl-C), as a shell reports it
+EXIT_TERMINATED = 128 + 15   # SIGTERM
+
+# A maildir's own subdirectories: no place for another maildir.
+_MAILDIR_SUBDIRS = ("new", "cur", "tmp")
 
 # Server tmp/ files untouched this long are reported (maildir's own limit).
 STALE_TMP_SECONDS = 36 * 3600
@@ -141,8 +164,11 @@ def sources_from_args(args: dict) -> list[Source]:
         host, remote = operands[0].split(":", 1)
         if not host or not remote or host.startswith("-"):
             raise UsageError(f"bad HOST:REMOTE_MAILDIR '{operands[0]}'")
-        return [Source(f"{host}:{remote}", host, remote, os.path.abspath(
-            locations.expand_home(operands[1])))]
+        local = os.path.abspath(locations.expand_home(operands[1]))
+        inside = maildir_holding(local)
+        if inside is not None:
+            raise UsageError(f"{_inside_text(local, inside)}: give the maildir itself")
+        return [Source(f"{host}:{remote}", host, remote, local)]
     from ..core.tokens import read_config_file
 
     path = args["--config"]
@@ -155,7 +181,33 @@ def sources_from_args(args: dict) -> list[Source]:
             if op not in known:
                 raise ConfigError(path, 0, f"no source '{op}'")
         sources = [known[op] for op in operands]
+    for source in sources:
+        inside = maildir_holding(os.path.abspath(source.local))
+        if inside is not None:
+            raise ConfigError(path, source.line, f"source '{source.name}': "
+                              f"{_inside_text(source.local, inside)}")
     return sources
+
+
+def maildir_holding(path: str) -> Optional[str]:
+    """The maildir whose new/, cur/ or tmp/ is `path` (absolute) or holds
+    it, if any: a maildir there would be taken for messages, or removed
+    as a stale tmp/ file, by whatever reads the outer one."""
+    here = path
+    while True:
+        parent, base = os.path.split(here)
+        if base in _MAILDIR_SUBDIRS and all(
+                os.path.isdir(os.path.join(parent, sub)) for sub in _MAILDIR_SUBDIRS):
+            return os.path.join(parent, base)
+        if parent == here:
+            return None
+        here = parent
+
+
+def _inside_text(local: str, subdir: str) -> str:
+    where = ("is" if os.path.abspath(local) == subdir else "is inside")
+    return (f"local maildir {local} {where} the {os.path.basename(subdir)}/ of the maildir "
+            f"{os.path.dirname(subdir)}")
 
 
 # ------------------------------------------------------------------ one run
@@ -225,17 +277,75 @@ def lock_source(source: Source) -> int:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise IOFailure(f"cannot open {path}: {exc.strerror or exc}") from exc
+    # A one-shot run removes its lock file at the end (forget_one_shot):
+    # a lock taken on the file it removed is no lock, so the file locked
+    # must still be the one under the name; if not, take the new one.
+    while True:
+        try:
+            fd = lockfile.hold(path)
+        except lockfile.LockFileError as exc:
+            raise IOFailure(str(exc)) from exc
+        if fd is None:
+            raise _Busy()
+        try:
+            named = os.stat(path)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        held = os.fstat(fd)
+        if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)
+
+
+def forget_one_shot(source: Source) -> None:
+    """A one-shot run's state files, at its end (the lock still held):
+    the lock file goes, and the journal too unless it names messages a
+    later run must finish moving."""
+    journal = state_path(source, ".journal")
     try:
-        fd = lockfile.hold(path)
-    except lockfile.LockFileError as exc:
-        raise IOFailure(str(exc)) from exc
-    if fd is None:
-        raise _Busy()
-    return fd
+        if os.stat(journal).st_size == 0:
+            os.unlink(journal)
+    except OSError:
+        pass
+    try:
+        os.unlink(state_path(source, ".lock"))
+    except OSError:
+        pass
 
 
 class _Busy(Exception):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived (on_signal); `reported` once its line is out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.reported = False
+
+    @property
+    def status(self) -> int:
+        return EXIT_TERMINATED if self.signum == signals.SIGTERM else EXIT_INTERRUPTED
+
+
+def on_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM: stop where the run is, as an exception (the
+    session is aborted, what landed stays, see _move); later ones are
+    ignored, so that the stop itself is not cut short."""
+    for number in (signals.SIGINT, signals.SIGTERM):
+        signals.signal(number, signals.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def catch_signals() -> None:
+    """on_signal for SIGINT and SIGTERM, unless they are ignored (nohup, a
+    background job of a non-interactive shell)."""
+    for number in (signals.SIGINT, signals.SIGTERM):
+        if signals.getsignal(number) != signals.SIG_IGN:
+            signals.signal(number, on_signal)
 
 
 class Logs:
@@ -286,6 +396,8 @@ def run_one(source: Source, args: dict, logs: Logs, batch: int = BATCH_MESSAGES)
             _post(hook_base, endpoint, status, hook_log, env, label, logs)
         return status
     finally:
+        if not source.path:
+            forget_one_shot(source)
         os.close(lock_fd)
 
 
@@ -314,6 +426,7 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
 
     journal = state_path(source, ".journal")
     mover = Mover(source, label, journal, dry_run, batch, logs.terminal)
+    result = mover.result
     status = EXIT_OK
     try:
         if isinstance(opened, ConnectError):
@@ -325,16 +438,30 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
     except RemoteError as exc:
         where = f" ({source.path}:{source.remote_line})" if source.path else ""
         log.error("%s%s", exc, where)
-        status = EXIT_LEFT
+        status = exc.exit_code
     except RoammailError as exc:
-        log.error("%s: %s", label, exc)
-        status = EXIT_LEFT
-    result = mover.result
+        result.failure = exc
+    except Interrupted as exc:
+        exc.reported = True
+        if result.listed is None:
+            log.error("%s: interrupted before any message moved; nothing is lost: the next "
+                      "run does the job", label)
+        else:
+            log.error("%s: interrupted: %s; nothing is lost: the next run finishes the job",
+                      label, _tally(result))
+        raise
+    if result.failure is not None:
+        why, status = local_failure(result.failure)
+        tally = "no message moved" if result.listed is None else _tally(result)
+        log.error("%s: %s: %s", label, why, tally)
+        return status
+    if result.listed is None:
+        return status  # the error said it all: nothing was even listed
     if result.left and status == EXIT_OK:
         status = EXIT_LEFT
     seconds = time.monotonic() - started
     verb = "would move" if dry_run else "moved"
-    summary = (f"{label}: {verb} {result.moved} messages ({result.bytes} bytes), "
+    summary = (f"{label}: {verb} {messages(result.moved)} ({result.bytes} bytes), "
                f"discarded {result.discarded}, left {len(result.left)} on the server, "
                f"in {seconds:.1f} s")
     if status == EXIT_OK:
@@ -342,6 +469,47 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
     else:
         log.warning("%s", summary)
     return status
+
+
+def messages(count: int) -> str:
+    """"1 message", "2 messages"."""
+    return f"{count} message" if count == 1 else f"{count} messages"
+
+
+def _tally(result) -> str:
+    """"11 of 200 messages moved, 189 left on the server" of a run the
+    listing of which came (move.Result): of the messages listed, less
+    those an interrupted run had moved already."""
+    total = result.listed - result.recovered
+    done = result.moved + result.discarded
+    text = f"{result.moved} of {messages(total)} moved"
+    if result.discarded:
+        text += f", {result.discarded} discarded"
+    return f"{text}, {max(total - done, 0)} left on the server"
+
+
+def os_error_number(exc: Optional[BaseException]) -> Optional[int]:
+    """The errno of the OSError behind `exc` (along its causes), if any."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and exc.errno:
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def local_failure(exc: RoammailError) -> tuple[str, int]:
+    """What a failure here that stopped a run was, in a few words, and its
+    exit status: a full disk, a maildir not writable, or what it said."""
+    import errno
+
+    number = os_error_number(exc)
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        return "local disk full", EXIT_LOCAL_IO
+    if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"local maildir not writable ({exc})", EXIT_UNWRITABLE
+    return str(exc), exc.exit_code
 
 
 def run(argv: list[str] | None) -> int:
@@ -355,8 +523,14 @@ def run(argv: list[str] | None) -> int:
     sources = sources_from_args(args)
     batch = batch_messages()
     status = EXIT_OK
-    for source in sources:
-        status = max(status, run_one(source, args, logs, batch))
+    catch_signals()
+    try:
+        for source in sources:
+            status = max(status, run_one(source, args, logs, batch))
+    except Interrupted as exc:
+        if not exc.reported:
+            logs.log.error("interrupted; nothing is lost: the next run finishes the job")
+        return exc.status
     return status
 
 

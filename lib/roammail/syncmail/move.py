@@ -124,17 +124,22 @@ class LocalIndex:
 # ------------------------------------------------------------------ one run
 
 class Result:
-    """What a run did: messages moved (and their bytes), discarded, left
-    on the server (their names), refused; the exit status so far."""
+    """What a run did: messages listed, moved (and their bytes), discarded,
+    left on the server (their names), refused, removed on the server for
+    an interrupted run (recovered); the local failure that stopped it."""
 
-    __slots__ = ("moved", "bytes", "discarded", "left", "refused")
+    __slots__ = ("listed", "moved", "bytes", "discarded", "left", "refused", "recovered",
+                 "failure")
 
     def __init__(self) -> None:
+        self.listed: Optional[int] = None  # messages in the server's new/, once listed
         self.moved = 0
         self.bytes = 0
         self.discarded = 0
         self.left: list = []  # names left on the server
         self.refused = 0
+        self.recovered = 0
+        self.failure: Optional[RoammailError] = None
 
 
 def _chunks(first: bytes, stream: Body, session: ServerSession) -> Iterator[bytes]:
@@ -442,6 +447,14 @@ class Mover:
         self.result.left.append(name)
         log.warning("%s: %s left on the server: %s", self.label, name, why)
 
+    def stopped(self, name: str) -> None:
+        """`name` stays on the server because a local failure stopped the
+        run: the run's summary says how many (a full disk is one line, not
+        one per message), -v names each."""
+        self.result.left.append(name)
+        log.debug("%s: %s left on the server: not stored here", self.label, name,
+                  extra=PER_MESSAGE)
+
     def run(self, session: ServerSession) -> Result:
         """Move the mail over `session` (session.ServerSession: a
         RemoteSession just started, ssh perhaps still logging in), and
@@ -469,6 +482,7 @@ class Mover:
     def _run(self, session: ServerSession, listing: Listing, index: LocalIndex,
              journal: Journal) -> None:
         entries: list = listing.entries
+        self.result.listed = len(entries)
         listed = {e.name for e in entries}
         if any(name not in listed for name in journal.entries) and not self.dry_run:
             journal.keep_only(listed)
@@ -496,6 +510,7 @@ class Mover:
             journal.save()
             for name in flight.names:
                 if name not in journal.entries:
+                    self.result.recovered += 1
                     log.info("%s: %s was already here (an interrupted run): removed on the "
                              "server", self.label, name)
         if self.terminal is not None and len(plan.fetch) >= PROGRESS_MESSAGES:
@@ -531,10 +546,11 @@ class Mover:
         finally:
             if pipeline.landing is not None:
                 pipeline.landing.abandon()
-        unmoved = len(pipeline.todo) + len(pipeline.sized)
-        if unmoved:
-            log.warning("%s: %d more messages stay on the server for the next run",
-                        self.label, unmoved)
+        for entry in pipeline.todo:
+            self.stopped(entry.name)
+        for entry, _ in pipeline.sized:
+            self.stopped(entry.name)
+        self.result.failure = pipeline.failure
         if not self.dry_run:
             journal.save()
 
@@ -546,7 +562,7 @@ class Mover:
                 try:
                     flight.finish()
                 except RoammailError as exc:
-                    log.error("%s: %s", self.label, exc)
+                    log.debug("%s: %s", self.label, exc)
                     flight.failure = flight.failure or exc
                 else:
                     self._account(flight)
@@ -555,7 +571,7 @@ class Mover:
         if flight.failure is not None:
             for name in flight.wanted:
                 if name not in flight.stored and name not in self.result.left:
-                    self.left(name, "not stored here")
+                    self.stopped(name)
         return flight.failure
 
     def _account(self, flight: _Flight) -> None:
@@ -572,7 +588,7 @@ class Mover:
             log.info("%s: moved %s (%d bytes) to %s", self.label, copy.name, copy.size, where,
                      extra=PER_MESSAGE)
         if flight.naming_error is not None:
-            log.error("%s: %s", self.label, flight.naming_error)
+            log.debug("%s: %s", self.label, flight.naming_error)
             flight.failure = flight.failure or flight.naming_error
 
     def ask_removal(self, session: ServerSession, flight: _Flight, by_name: dict) -> None:
@@ -631,7 +647,7 @@ class Mover:
                 raise
             except RoammailError as exc:
                 failure = exc
-                log.error("%s: %s", self.label, exc)
+                log.debug("%s: %s", self.label, exc)
                 continue
             if self.progress is not None:
                 self.progress.add(member.size)

@@ -147,9 +147,16 @@ class ConnectError(TempFailure):
 
 
 class RemoteError(RoammailError):
-    """The remote side refused (no such maildir) or spoke out of protocol."""
+    """The remote side spoke out of protocol (a bad request, a login shell
+    that prints something)."""
 
-    exit_code = 1
+    exit_code = 76  # sysexits' EX_PROTOCOL
+
+
+class NoRemoteMaildir(RemoteError):
+    """The server's maildir is missing, or is not a maildir."""
+
+    exit_code = 66  # sysexits' EX_NOINPUT
 
 
 def _pipe() -> tuple[int, int]:
@@ -199,8 +206,11 @@ class Child:
             closefrom = getattr(os, "POSIX_SPAWN_CLOSEFROM", None)  # Python 3.13
             if closefrom is not None:
                 actions.append((closefrom, 3))
+            # In a process group of its own: a Ctrl-C on the terminal is
+            # syncmail's to handle (it stops the session itself), not a
+            # signal that kills ssh under it.
             self.pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions,
-                                       setsigdef=DEFAULT_SIGNALS)
+                                       setsigdef=DEFAULT_SIGNALS, setpgroup=0)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -435,8 +445,8 @@ class RemoteSession:
             why = self.stderr_text() or f"ssh exit status {status}"
             raise ConnectError(f"cannot connect to {self.host}: {why}")
         text = data.decode("utf-8", "replace")
-        if text.startswith("E "):
-            raise RemoteError(f"{self.host}:{self.maildir}: {text[2:]}")
+        if text.startswith("E "):  # remote.sh's only errors before its greeting
+            raise NoRemoteMaildir(f"{self.host}:{self.maildir}: {text[2:]}")
         if text != PROTOCOL:
             raise RemoteError(f"{self.host}: unexpected greeting {text[:80]!r} (does the "
                               "login shell print something?)")
