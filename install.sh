@@ -167,7 +167,11 @@ fi
 
 mkdirs bin share share/roammail share/roammail/hooks
 
-# One launcher per tool: no logic, just the interpreter, the path, main().
+# One launcher per tool: the interpreter, the path, main().  It is read
+# twice: first by /bin/sh, for which the second line refuses a directory as
+# standard input (CPython would abort with "Fatal Python error" before any
+# of our code runs) and execs the interpreter on this same file; then by
+# Python, for which that line is a string.
 # The module whose main() a tool runs: roammail.PACKAGE.MODULE.
 module_of() { # TOOL
     case $1 in
@@ -180,7 +184,8 @@ write_launcher() { # NAME TOOL
     module=$(module_of "$2")
     tmp=$root/bin/.$1.tmp.$$
     cat > "$tmp" <<EOF
-#!$interpreter -IS
+#!/bin/sh
+''''[ ! -d /dev/stdin ] || { echo "$2: standard input is a directory" >&2; exit 66; }; exec "$interpreter" -IS "\$0" "\$@" # '''
 import sys; sys.path[:0] = ["$site"]
 from roammail.$module import main; sys.exit(main())
 EOF

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import signal
 import statistics
@@ -77,13 +78,20 @@ def installed_tools(prefix: Path, names: list[str]) -> dict[str, Path]:
 
 
 def launcher_interpreter(launcher: Path) -> list[str]:
-    """The interpreter and its flags from a launcher's #! line, e.g.
-    ["/p/lib/roammail/venv/bin/python3", "-IS"]."""
+    """The interpreter and its flags a launcher execs, e.g.
+    ["/p/lib/roammail/venv/bin/python3", "-IS"]: from its `exec` line (a
+    /bin/sh launcher, install.sh's) or else its #! line."""
     with open(launcher, "rb") as f:
-        first = f.readline().decode("utf-8", "replace").strip()
+        head = f.read(4096).decode("utf-8", "replace").splitlines()
+    first = head[0].strip() if head else ""
     if not first.startswith("#!"):
         raise BenchError(f"{launcher} has no #! line: not a roammail launcher")
     words = first[2:].split()
+    for line in head[1:3]:
+        found = re.search(r'exec "([^"]+)" (-\S+) "\$0"', line)
+        if found:
+            words = [found.group(1), found.group(2)]
+            break
     if not words or not os.access(words[0], os.X_OK):
         raise BenchError(f"{launcher}: its interpreter {words[:1]} is not executable; "
                          "reinstall with ./install.sh")

@@ -6,6 +6,8 @@ interactive bash with the installed prefix first on PATH.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -29,11 +31,29 @@ def test_every_tool_answers_help_through_a_shell(bash, installed):
 
 def test_launchers_run_the_private_interpreter_isolated(installed):
     for tool in TOOLS:
-        first = Path(installed.tool(tool)).read_text().splitlines()[0]
-        assert first.startswith("#!") and first.endswith(" -IS"), first
-        interpreter = first[2:].split()[0]
+        lines = Path(installed.tool(tool)).read_text().splitlines()
+        assert lines[0] == "#!/bin/sh", lines[0]
+        found = re.search(r'exec "([^"]+)" -IS "\$0" "\$@"', lines[1])
+        assert found, lines[1]
+        interpreter = found.group(1)
         assert interpreter.startswith(str(installed.prefix)), interpreter
         assert Path(interpreter).exists()
+
+
+def test_a_directory_as_standard_input_is_one_line_not_a_python_abort(installed, tmp_path):
+    """CPython aborts ("Fatal Python error") when fd 0 is a directory; the
+    launcher's shell line answers first."""
+    for tool in TOOLS:
+        directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            done = subprocess.run([installed.tool(tool), "--version"], stdin=directory,
+                                  capture_output=True, text=True, timeout=30)
+        finally:
+            os.close(directory)
+        name = "watch-maildirs" if tool == "watch_maildirs" else tool
+        assert done.returncode == 66, (tool, done)
+        assert done.stderr == f"{name}: standard input is a directory\n", (tool, done.stderr)
+        assert done.stdout == ""
 
 
 def test_pages_that_exist_are_found_by_man(installed):

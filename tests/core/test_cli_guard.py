@@ -17,10 +17,14 @@ Options:
 
 
 @pytest.mark.parametrize("argv, wanted", [
-    (["--bogus", "f"], "unexpected --bogus; see --help"),
-    (["a", "b"], "unexpected b; see --help"),
-    (["--count"], "--count requires argument; see --help"),
-    ([], "bad command line; see --help"),
+    (["--bogus", "f"], "unknown option --bogus; see --help"),
+    (["-x", "f"], "unknown option -x; see --help"),
+    (["--bogus=1", "f"], "unknown option --bogus; see --help"),
+    (["a", "b"], "extra operand 'b'; see --help"),
+    (["--count"], "option --count requires an argument; see --help"),
+    (["--count=1", "--count=2", "f"], "option --count is misplaced, repeated or lacks its"
+                                      " operand; see --help"),
+    ([], "missing operand, or options that do not go together; see --help"),
 ])
 def test_docopt_complaints_become_one_actionable_line(argv, wanted):
     with pytest.raises(UsageError) as info:

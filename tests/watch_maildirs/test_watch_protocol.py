@@ -175,8 +175,9 @@ def run_tool(installed, env, *args: str) -> subprocess.CompletedProcess:
                           timeout=30)
 
 
-def assert_one_error_line(result: subprocess.CompletedProcess, *words: str) -> None:
-    assert result.returncode == 1, result
+def assert_one_error_line(result: subprocess.CompletedProcess, *words: str,
+                          status: int = 1) -> None:
+    assert result.returncode == status, result
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("watch-maildirs: "), result.stderr
@@ -203,10 +204,13 @@ def test_missing_default_maildir_is_one_line_exit_1(installed, tool_env):
     assert_one_error_line(run_tool(installed, tool_env), "Maildir")
 
 
-def test_bad_command_lines_exit_1(installed, tool_env):
-    assert_one_error_line(run_tool(installed, tool_env, "--bogus"))
-    assert_one_error_line(run_tool(installed, tool_env, "-m"))
-    assert_one_error_line(run_tool(installed, tool_env, "extra", "words"))
+def test_bad_command_lines_exit_64(installed, tool_env):
+    assert_one_error_line(run_tool(installed, tool_env, "--bogus"), "unknown option --bogus",
+                          status=64)
+    assert_one_error_line(run_tool(installed, tool_env, "-m"), "-m requires an argument",
+                          status=64)
+    assert_one_error_line(run_tool(installed, tool_env, "extra", "words"), "extra operand",
+                          status=64)
 
 
 def test_help_question_mark_and_version(installed, tool_env):

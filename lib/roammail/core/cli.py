@@ -4,21 +4,27 @@
 RoammailError becomes `tool: message` on stderr and its exit code; any other
 exception is a bug and is reported in one line too (exit 70), with the
 traceback only when ROAMMAIL_DEBUG=1.  A closed stdout (EPIPE) is not an
-error for a filter: exit quietly.  It must stay cheap to import: extsmail,
+error for a filter: exit quietly; any other failure to write stdout is
+`tool: write error: STRERROR`, exit 74, as coreutils does.  A bad command
+line is one line too, exit 64.  It must stay cheap to import: extsmail,
 run for every mail sent, imports it.
 """
 
+import io
 import posix
 import sys
 
 from . import paths
-from .errors import EX_SOFTWARE, RoammailError
+from .errors import EX_IOERR, EX_SOFTWARE, RoammailError
 
 TYPE_CHECKING = False  # typing is slow to import: only type checkers read it
 if TYPE_CHECKING:
     from typing import Callable, NoReturn
 
+    from typing_extensions import Buffer
+
 EXIT_INTERRUPTED = 128 + 2  # as a shell reports SIGINT
+CLOSED_AT_START: "set[int]" = set()  # of 0, 1, 2: see standard_streams
 
 
 def debug_enabled() -> bool:
@@ -35,33 +41,161 @@ def error(tool: str, message: str) -> None:
         pass
 
 
+class OutputError(RoammailError):
+    """Standard output cannot be written (a full disk, a closed descriptor):
+    `write error: No space left on device`, as coreutils says it."""
+
+    exit_code = EX_IOERR
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"write error: {exc.strerror or exc}")
+        self.errno = exc.errno
+
+
+def output_error(exc: OSError) -> Exception:
+    """What a failed write to standard output raises: BrokenPipeError as it
+    is (the reader went away, nothing to report), else an OutputError."""
+    if isinstance(exc, BrokenPipeError):
+        return exc
+    return OutputError(exc)
+
+
+class _StdoutFile(io.FileIO):
+    """File descriptor 1 for sys.stdout: a failed write is an OutputError,
+    which guarded() reports in one line, and no other OSError of the body."""
+
+    def write(self, data: "Buffer", /) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise output_error(exc) from None
+
+
+def standard_streams() -> None:
+    """Make file descriptors 0, 1 and 2 safe, and stdout's errors ours.
+
+    A descriptor closed at start (Python then sets sys.stdin, sys.stdout or
+    sys.stderr to None) gets /dev/null opened in the wrong direction: a
+    file the tool opens later cannot land there, and a write to a closed
+    stdout still fails (EBADF) as it would have.  sys.stdout (unless a test
+    harness replaced it) becomes a stream over _StdoutFile.
+    """
+    for fd, stream, flags in ((0, sys.stdin, posix.O_WRONLY), (1, sys.stdout, posix.O_RDONLY),
+                              (2, sys.stderr, posix.O_RDONLY)):
+        if stream is not None:
+            continue
+        CLOSED_AT_START.add(fd)
+        try:
+            posix.fstat(fd)
+            continue  # already taken again: not ours to replace
+        except OSError:
+            pass
+        try:
+            opened = posix.open("/dev/null", flags)
+            if opened != fd:
+                posix.dup2(opened, fd)
+                posix.close(opened)
+            else:
+                posix.set_inheritable(fd, True)  # a child gets it too
+        except OSError:
+            pass
+    old = sys.stdout
+    if old is not sys.__stdout__ or isinstance(getattr(old, "buffer", None), _Buffered):
+        return  # a test's capture, or done already
+    try:
+        if old is not None:
+            old.flush()
+        raw = _StdoutFile(1, "w", closefd=False)
+    except (OSError, ValueError):
+        return
+    sys.stdout = io.TextIOWrapper(
+        _Buffered(raw), encoding=getattr(old, "encoding", None) or "utf-8",
+        errors=getattr(old, "errors", None) or "strict",
+        line_buffering=bool(getattr(old, "line_buffering", False)))
+
+
+def require_stdout() -> None:
+    """OutputError (EBADF) when standard output was closed at start: for a
+    tool that would otherwise start long work before its first write."""
+    if 1 in CLOSED_AT_START:
+        raise OutputError(OSError(9, posix.strerror(9)))
+
+
+class _Buffered(io.BufferedWriter):
+    """The buffer of our sys.stdout (its type tells standard_streams it ran)."""
+
+
+def finish_output(tool: str, status: int) -> int:
+    """Flush stdout; a write error is one line and EX_IOERR, a reader gone
+    away is silent.  Either way the rest of the buffer goes to /dev/null,
+    so that the interpreter's last flush has nothing to complain about."""
+    stream = sys.stdout
+    if stream is None:
+        return status
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except OutputError as exc:
+        error(tool, str(exc))
+        silence_stdout()
+        return EX_IOERR if status == 0 else status
+    except (OSError, ValueError) as exc:  # a stream we did not wrap
+        if not isinstance(exc, OSError):
+            return status
+        error(tool, str(OutputError(exc)))
+        silence_stdout()
+        return EX_IOERR if status == 0 else status
+    return status
+
+
 def guarded(tool: str, body: "Callable[[], int | None]") -> int:
-    """Run `body`; return its status, or report its error in one line."""
+    """Run `body`; return its status, or report its error in one line.
+
+    Standard output is flushed before returning: a write error anywhere is
+    `tool: write error: STRERROR` and EX_IOERR; a reader that went away
+    (EPIPE) ends the tool quietly with status 0.
+    """
+    standard_streams()
     try:
         status = body()
-        return 0 if status is None else int(status)
+        status = 0 if status is None else int(status)
+    except OutputError as exc:
+        error(tool, str(exc))
+        silence_stdout()
+        return exc.exit_code
     except RoammailError as exc:
         if debug_enabled():
             raise
         error(tool, str(exc))
-        return exc.exit_code
+        status = exc.exit_code
     except BrokenPipeError:
         # The reader went away: not worth a message.
         silence_stdout()
         return 0
+    except SystemExit as exc:  # sys.exit() in the body, or a library's
+        code = exc.code
+        if code is None:
+            status = 0
+        elif isinstance(code, int):
+            status = code
+        else:
+            error(tool, str(code))
+            status = 1
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        status = EXIT_INTERRUPTED
     except Exception as exc:  # a bug: still one line unless debugging
         if debug_enabled():
             raise
         error(tool, f"internal error: {type(exc).__name__}: {exc}"
                     " (set ROAMMAIL_DEBUG=1 for a traceback)")
-        return EX_SOFTWARE
+        status = EX_SOFTWARE
+    return finish_output(tool, status)
 
 
 def silence_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's last flush into
-    a pipe whose reader went away does not complain."""
+    a pipe whose reader went away (or a full disk) does not complain."""
     try:
         devnull = posix.open("/dev/null", posix.O_WRONLY)
         posix.dup2(devnull, 1)
@@ -100,20 +234,40 @@ def docopt_args(usage: str, argv: "list[str] | None", version: "str | None" = No
     try:
         return docopt(usage, argv=argv, version=version, options_first=options_first)
     except DocoptExit as exc:
-        raise UsageError(usage_problem(str(exc))) from None
+        raise UsageError(usage_problem(str(exc), usage)) from None
 
 
-def usage_problem(text: str) -> str:
-    """docopt's complaint as one line a user can act on."""
+def usage_problem(text: str, usage: str = "") -> str:
+    """docopt's complaint as one line a user can act on: which option is
+    unknown, which operand is one too many, which option lacks its
+    argument; never docopt's internals."""
     import re
 
     first = text.strip().splitlines()[0] if text.strip() else ""
     if first.startswith("Warning: found unmatched"):
-        words = re.findall(r"(?:Option|Argument|Command)\([^,]*, '([^']*)'", first)
-        if words:
-            return f"unexpected {' '.join(words)}; see --help"
+        problems = []
+        for kind, fields in re.findall(r"(Option|Argument|Command)\(([^)]*)\)", first):
+            names = re.findall(r"'((?:[^'\\]|\\.)*)'", fields)
+            if kind == "Option":
+                # Option(short, long, argcount, value): the first quoted
+                # field is the name (short, else long).
+                name = names[0] if names else "?"
+                spelled = re.search(r"(?<![\w-])" + re.escape(name) + r"(?![\w-])", usage)
+                if usage and not spelled:
+                    problems.append(f"unknown option {name}")
+                else:
+                    problems.append(f"option {name} is misplaced, repeated or lacks its operand")
+            else:
+                # Argument(name, value) / Command(name, value): the word given.
+                word = names[-1] if names else "?"
+                problems.append(f"extra operand '{word}'")
+        if problems:
+            return f"{problems[0]}; see --help"
     if not first or first.lower().startswith("usage:"):
-        return "bad command line; see --help"
+        return "missing operand, or options that do not go together; see --help"
+    match = re.match(r"(\S+) requires argument$", first)
+    if match:
+        return f"option {match.group(1)} requires an argument; see --help"
     return f"{first}; see --help"
 
 

@@ -2,7 +2,7 @@
 
 Usage:
   extsmail [SENDMAIL-ARGUMENTS...] < message
-  extsmail --version
+  extsmail -V | --version
   extsmail --help
 
 Every argument is stored verbatim with the message read from standard
@@ -15,7 +15,8 @@ $XDG_CONFIG_HOME/roammail/extsmail.conf, else /etc/extsmail/conf.
 
 # This module runs for every mail sent: it must not import docopt, plumbum
 # or anything else heavy.  It parses no options (a lone --help or --version
-# excepted): every argument belongs to the sendmail command line.
+# excepted, and a lone -V, which sendmail only knows with an argument):
+# every argument belongs to the sendmail command line.
 
 import sys
 
@@ -55,22 +56,24 @@ def run(args: "list[bytes]", message: "BinaryIO") -> int:
     return 0
 
 
+def dispatch(words: "list[str]") -> int:
+    if words == ["--help"]:
+        sys.stdout.write(__doc__.split("\n", 2)[2])
+        return 0
+    if words in (["--version"], ["-V"]):
+        from .. import __version__
+
+        sys.stdout.write(f"extsmail (roammail) {__version__}\n")
+        return 0
+    return run([paths.fsencode(word) for word in words], standard_input())
+
+
 def main(argv: "list[str] | None" = None) -> int:
     """The program (argv None: sys.argv, and the process ends here, at once,
     when the message is spooled or refused) or a call (argv given: the
     status is returned)."""
     words = sys.argv[1:] if argv is None else argv
-    if words == ["--help"]:
-        sys.stdout.write(__doc__.split("\n", 2)[2])
-        status = 0
-    elif words == ["--version"]:
-        from .. import __version__
-
-        sys.stdout.write(f"extsmail (roammail) {__version__}\n")
-        status = 0
-    else:
-        args = [paths.fsencode(word) for word in words]
-        status = guarded(TOOL, lambda: run(args, standard_input()))
+    status = guarded(TOOL, lambda: dispatch(words))
     if argv is None:
         exit_at_once(status)
     return status

@@ -7,7 +7,7 @@ Usage:
   extsmaild [options] --list
   extsmaild [options] --show ID
   extsmaild [options] --delete ID...
-  extsmaild -v | --version
+  extsmaild -V | -v | --version
   extsmaild -h | --help
 
 Options:
@@ -32,7 +32,8 @@ Options:
                              (1: one at a time, as the original) [default: 4].
   --stall-timeout SECONDS    Kill an external that makes no I/O progress for
                              this long [default: 60].
-  -v, --version              Print the version.
+  -V, --version              Print the version.
+  -v                         The same (the C extsmaild's spelling).
   -h, --help                 Show this help.
 """
 
@@ -297,6 +298,7 @@ _DOCOPT_DEFAULTS: dict[str, object] = {
     "--mode": "batch",
     "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
     "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
+    "-v": False,
     "--help": False,
 }
 _COMMON_COMMAND_LINES: dict[tuple[str, ...], dict[str, object]] = {
@@ -327,7 +329,7 @@ def parse_args(argv: list[str]) -> dict:
 
 def run(argv: list[str] | None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    if args["--version"]:
+    if args["--version"] or args["-v"]:
         sys.stdout.write(f"extsmaild (roammail) {__version__}\n")
         return 0
     try:

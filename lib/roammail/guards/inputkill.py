@@ -7,7 +7,7 @@ Usage:
 
 Options:
   --grace=SECONDS  Seconds between SIGTERM and SIGKILL [default: 5].
-  -h --help        Show this help.
+  -h --help        Show this help (-? too, the original's spelling).
   -V --version     Show the version.
 """
 
@@ -48,6 +48,15 @@ def occupy_closed_stdin() -> None:
 
 
 def run(argv: list[str] | None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    # -? is the original's help option, which docopt cannot spell; only
+    # before the command (`inputkill ls -?` runs `ls -?`).
+    for word in words:
+        if word == "-?":
+            sys.stdout.write(__doc__.strip() + "\n")
+            return 0
+        if word == "--" or not word.startswith("-"):
+            break
     args = parse_command_line(__doc__, argv, version=f"{TOOL} (roammail) {__version__}")
     occupy_closed_stdin()
     try:

@@ -31,7 +31,7 @@ import subprocess
 import sys
 
 from .. import __version__
-from ..core.cli import docopt_args, exit_at_once, guarded, silence_stdout
+from ..core.cli import docopt_args, exit_at_once, guarded, require_stdout, silence_stdout
 from ..core.watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
 from .config import default_config_path, default_mbsyncrc, resolve_account
 from .watch import AccountWatch, MailboxNames, Reporter, list_names
@@ -226,12 +226,7 @@ def run(argv: list | None) -> int:
         sys.stdout.write("".join(f"{line}\n" for line in list_lines(account, found)))
         sys.stdout.flush()
         return 0
-    try:
-        os.fstat(STDOUT)
-    except OSError:
-        from ..core.errors import IOFailure
-
-        raise IOFailure("standard output is closed") from None
+    require_stdout()
     status = asyncio.run(watch(account, names))
     silence_stdout()
     return status

@@ -25,8 +25,7 @@ import signal
 import sys
 
 from .. import __version__
-from ..core.cli import docopt_args, guarded, silence_stdout
-from ..core.errors import UsageError
+from ..core.cli import docopt_args, guarded, require_stdout, silence_stdout
 from .watch import MaildirWatch, WatchError, stream_changes
 
 TOOL = "watch-maildirs"
@@ -58,10 +57,7 @@ def run(argv: list[str] | None, environ: dict[str, str]) -> int:
         sys.stdout.write(__doc__.strip() + "\n")
         sys.stdout.flush()
         return 0
-    try:
-        args = docopt_args(__doc__, args_in)
-    except UsageError as exc:  # the original exits 1 on every error
-        raise WatchError(str(exc)) from None
+    args = docopt_args(__doc__, args_in)
     if args["--version"]:
         sys.stdout.write(f"{TOOL} (roammail) {__version__}\n")
         sys.stdout.flush()
@@ -70,10 +66,7 @@ def run(argv: list[str] | None, environ: dict[str, str]) -> int:
     delimiter = args["--delimiter"] or "."
     if len(delimiter) != 1 or delimiter in "\n\0":
         raise WatchError(f"--delimiter wants one character, not {delimiter!r}")
-    try:
-        os.fstat(STDOUT)
-    except OSError:
-        raise WatchError("standard output is closed") from None
+    require_stdout()
     watch = MaildirWatch(maildir, exit_on_new_folder=args["--exit-on-new-folder"])
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -42,6 +42,7 @@ import stat
 import struct
 import time
 
+from ..core.cli import output_error
 from ..core.errors import DataError, RoammailError
 from ..core.inotify import Inotify, flags
 from ..core.maildir import INBOX, is_maildir, path_to_folder
@@ -464,6 +465,14 @@ class MaildirWatch:
                         state.subs[sub] = None
 
 
+def _write_out(fd: int, data: bytes) -> None:
+    """write_all; a failure other than EPIPE is an OutputError (one line)."""
+    try:
+        write_all(fd, data)
+    except OSError as exc:
+        raise output_error(exc) from None
+
+
 def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE_WINDOW,
                    clock: Callable[[], float] = time.monotonic, delimiter: str = ".") -> None:
     """Speak the watcher protocol on `out_fd` for a started `watch`: the
@@ -480,7 +489,7 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
     poller.register(watch_fd, select.POLLIN)
     poller.register(out_fd, 0)  # 0: only POLLERR/POLLHUP/POLLNVAL, never POLLOUT
     try:
-        write_all(out_fd, READY_LINE)
+        _write_out(out_fd, READY_LINE)
         while True:
             due_at = coalescer.next_due()
             timeout = None
@@ -506,6 +515,6 @@ def stream_changes(watch: MaildirWatch, out_fd: int, *, window: float = COALESCE
                     coalescer.add(name, now)
             due = coalescer.pop_due(clock())
             if due:
-                write_all(out_fd, protocol_lines(due, encoded, delimiter))
+                _write_out(out_fd, protocol_lines(due, encoded, delimiter))
     except BrokenPipeError:
         return
