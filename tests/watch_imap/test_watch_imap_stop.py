@@ -215,3 +215,21 @@ def test_signal_on_a_silent_link(dovecot, argv, imap_env) -> None:
         finally:
             status, err = finish(proc)
         assert (status, took < limit) == (0, True), (signals, status, took, err)
+
+
+def test_full_output_is_a_write_error(dovecot, argv, imap_env) -> None:
+    # `watch-imap -a NAME >/dev/full`: the ready line cannot be written.
+    # Unlike a reader that went away, that is a fault to report: one line,
+    # EX_IOERR (74), and the session still logs out.
+    command = argv(dovecot, idle=["INBOX"])
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=full,
+                                stderr=subprocess.PIPE, env=imap_env)
+    try:
+        status = proc.wait(timeout=START_TIMEOUT)
+    finally:
+        status, err = finish(proc)
+    assert status == 74, (status, err)
+    lines = [line for line in err.splitlines() if "watching" not in line]
+    assert lines == ["watch-imap: write error: No space left on device"], err
+    assert dovecot.wait_for_sessions(0, timeout=DEADLINE)

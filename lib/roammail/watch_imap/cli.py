@@ -31,7 +31,8 @@ import subprocess
 import sys
 
 from .. import __version__
-from ..core.cli import docopt_args, exit_at_once, guarded, require_stdout, silence_stdout
+from ..core.cli import (docopt_args, exit_at_once, guarded, output_error, require_stdout,
+                        silence_stdout)
 from ..core.watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
 from .config import default_config_path, default_mbsyncrc, resolve_account
 from .watch import AccountWatch, MailboxNames, Reporter, list_names
@@ -60,6 +61,7 @@ class StdoutReporter(Reporter):
         self._encoded: dict = {}
         self._timer: asyncio.TimerHandle | None = None
         self._watching = False
+        self.failure: OSError | None = None  # a write error other than EPIPE
 
     def ready(self) -> None:
         self._write(READY_LINE)
@@ -84,7 +86,10 @@ class StdoutReporter(Reporter):
             return
         try:
             write_all(self.fd, data)
-        except OSError:  # EPIPE above all: the reader went away
+        except BrokenPipeError:  # the reader went away: nothing to report
+            self.gone.set()
+        except OSError as exc:  # a full disk, an I/O error: the caller says so
+            self.failure = exc
             self.gone.set()
 
     def watch_reader(self) -> None:
@@ -180,6 +185,8 @@ async def watch(account, names: MailboxNames) -> int:
     failure = None if task.cancelled() else task.exception()
     if failure is not None:
         raise failure
+    if reporter.failure is not None:
+        raise output_error(reporter.failure)
     return status
 
 
