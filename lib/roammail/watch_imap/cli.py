@@ -31,8 +31,14 @@ import subprocess
 import sys
 
 from .. import __version__
-from ..core.cli import (docopt_args, exit_at_once, guarded, output_error, require_stdout,
-                        silence_stdout)
+from ..core.cli import (
+    docopt_args,
+    exit_at_once,
+    guarded,
+    output_error,
+    require_stdout,
+    silence_stdout,
+)
 from ..core.watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
 from .config import default_config_path, default_mbsyncrc, resolve_account
 from .watch import AccountWatch, MailboxNames, Reporter, list_names
