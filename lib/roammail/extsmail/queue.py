@@ -78,7 +78,8 @@ def list_queue(spool_dir: str, out) -> int:
             out.write(f"  Subject: {info.get('subject', '')}\n  Arguments: {args}\n")
         err = read_error(spool_dir, name)
         if err:
-            out.write(f"  Last error: {err}\n")
+            # The external's stderr follows on lines of their own, indented.
+            out.write("  Last error: " + err.replace("\n", "\n    ") + "\n")
     return 0
 
 
