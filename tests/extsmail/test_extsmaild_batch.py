@@ -684,7 +684,7 @@ def test_t_prints_the_groups_and_exits_0(ext_home):
     assert str(other) in text
     assert "group 1 (line 1)" in text and "group 2 (line 6)" in text
     assert 'match header "^To:.*@work"' in text
-    assert "external work: ['ssh', '-q', 'work', 'sendmail', '-t'], timeout 3600s" in text
+    assert "external work: ssh -q work sendmail -t, timeout 3600s" in text
     assert "external fallback" in text and "external home" in text
     # Default externals, and -e.
     res = ext_home.run("extsmaild", "-t")

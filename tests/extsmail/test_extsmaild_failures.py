@@ -243,3 +243,44 @@ def test_a_failing_notification_command_logs_its_whole_stderr(ext_home):
     prefix = "extsmaild: notification command: stderr: "
     assert [line[len(prefix):] for line in tail] == ["one", "0" * 800, "0" * 100]
 
+
+# ----------------------------------------------------------------------- -t
+
+
+def test_t_prints_commands_as_shell_words_and_warns_of_missing_programs(ext_home):
+    present = script(ext_home, "my sendmail", "exit 0\n")
+    not_executable = ext_home.tmp / "bin" / "plain-file"
+    not_executable.write_text("")
+    ext_home.write_externals(
+        "group {\n"
+        f'  external quoted {{ sendmail = "\'{present}\' -f \'me and you\' -t" }}\n'
+        '  external absent { sendmail = "no-such-sendmail-program -t" timeout = 1h }\n'
+        f'  external plain {{ sendmail = "{not_executable}" }}\n'
+        "}\n")
+    res = ext_home.run("extsmaild", "-t")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.decode().splitlines()
+    assert f"  external quoted: '{present}' -f 'me and you' -t" in out
+    assert "  external absent: no-such-sendmail-program -t, timeout 3600s" in out
+    assert f"  external plain: {not_executable}" in out
+    assert lines(res) == [
+        "extsmaild: warning: external absent (line 3): "
+        "program 'no-such-sendmail-program' not found on PATH",
+        f"extsmaild: warning: external plain (line 4): "
+        f"program '{not_executable}' is not an executable file",
+    ]
+
+
+def test_t_finds_programs_through_path_and_is_silent_when_all_are_there(ext_home):
+    script(ext_home, "local-sendmail", "exit 0\n")
+    ext_home.write_externals('group { external a { sendmail = "local-sendmail -t" } '
+                             'external b { sendmail = "/bin/true" } }\n')
+    env = ext_home.env(PATH=f"{ext_home.tmp / 'bin'}:/usr/bin:/bin")
+    res = subprocess.run([ext_home.installed.tool("extsmaild"), "-t"], env=env,  # type: ignore[attr-defined]
+                         capture_output=True, timeout=60)
+    assert (res.returncode, res.stderr) == (0, b""), res.stderr
+    assert "  external a: local-sendmail -t" in res.stdout.decode().splitlines()
+    res = ext_home.run("extsmaild", "-t")  # PATH without the test's bin/
+    assert res.returncode == 0
+    assert lines(res) == ["extsmaild: warning: external a (line 1): "
+                          "program 'local-sendmail' not found on PATH"]
