@@ -79,7 +79,9 @@ def list_queue(spool_dir: str, out) -> int:
         err = read_error(spool_dir, name)
         if err:
             # The external's stderr follows on lines of their own, indented.
-            out.write("  Last error: " + err.replace("\n", "\n    ") + "\n")
+            first, *rest = err.split("\n")
+            out.write(f"  Last error: {first}\n")
+            out.writelines(f"    {line}\n" if line else "\n" for line in rest)
     return 0
 
 
