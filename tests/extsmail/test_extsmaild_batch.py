@@ -226,7 +226,7 @@ def test_messages_after_the_external_failed_still_get_a_log_line_and_an_error(ex
     assert res.returncode == 1
     assert len(down.received()) == 1
     for path in paths:  # one line per message not sent, saying why
-        mine = [ln for ln in lines(res) if path.name in ln]
+        mine = [ln for ln in lines(res) if ln.startswith(f"extsmaild: {path.name}: ")]
         assert len(mine) == 1, res.stderr
         assert "down" in mine[0]
     listing = ext_home.run("extsmaild", "--list").stdout.decode()
@@ -257,12 +257,21 @@ FAILURES = {
     "early": ("exec 0<&-\nsleep 0.2\nexit 1\n", "exit status 1, before reading all its input"),
     "stderr": ("cat > /dev/null\necho 'ssh: connect to host x port 22:' >&2\n"
                "echo '  Network is unreachable' >&2\nexit 255\n",
-               "exit status 255: ssh: connect to host x port 22: Network is unreachable"),
+               "exit status 255"),
+}
+# The C extsmaild's line of each failure, and the lines of stderr after it.
+C_LINES = {
+    "missing": ["Unable to read/write successfully when executing '{bad}' on '{path}': "
+                "could not run {bad}: No such file or directory"],
+    "signal": ["Received signal 9 when executing '{bad}' on '{path}'"],
+    "early": ["Received error 1 when executing '{bad}' on '{path}'"],
+    "stderr": ["Received error 255 when executing '{bad}' on '{path}': "
+               "ssh: connect to host x port 22:", "stderr:   Network is unreachable"],
 }
 
 
 @pytest.mark.parametrize("kind", sorted(FAILURES))
-def test_each_failure_is_logged_in_one_line_and_falls_back(ext_home, kind):
+def test_each_failure_is_logged_in_c_wording_and_falls_back(ext_home, kind):
     body, reason = FAILURES[kind]
     bad = ext_home.tmp / "bin" / "missing"
     if body is not None:
@@ -271,12 +280,15 @@ def test_each_failure_is_logged_in_one_line_and_falls_back(ext_home, kind):
     ext_home.write_externals(f'group {{ external bad {{ sendmail = "{bad}" }} '
                              f'external good {{ sendmail = "{good.path}" }} }}')
     message = simple_message(body=b"m" * MB)  # more than a pipe holds
-    queue(ext_home, message)
+    path = queue(ext_home, message)
     res = batch(ext_home)
     assert res.returncode == 0, res.stderr
     failed = [ln for ln in lines(res) if "external bad failed" in ln]
     assert len(failed) == 1, res.stderr
     assert failed[0].endswith(": external bad failed: " + reason.format(tmp=ext_home.tmp))
+    c_lines = [ln for ln in lines(res) if ln.startswith("extsmaild: bad: ")]
+    assert c_lines == ["extsmaild: bad: " + ln.format(bad=bad, path=path)
+                       for ln in C_LINES[kind]]
     assert [m for _a, m in good.received()] == [message]
 
 
@@ -470,9 +482,13 @@ def test_external_flooding_stderr_without_reading_does_not_hang(ext_home):
     failed = [ln for ln in lines(res) if "external flood failed" in ln]
     assert len(failed) == 1, res.stderr[:2000]
     assert "exit status 3" in failed[0]
-    assert "EEEE" in failed[0]
-    assert len(failed[0]) < 1000  # a bounded excerpt, not 10 MB
-    assert len(res.stderr) < 5000
+    assert lines(res)[0].startswith("extsmaild: flood: Received error 3 when executing")
+    # Its first MiB is logged, in lines of at most 1 KiB, and the rest counted.
+    assert max(len(ln) for ln in lines(res)) < 1024
+    assert "".join(lines(res)).count("E") >= MB
+    assert f"extsmaild: flood: stderr: ({9 * MB} more bytes of standard error not kept)" \
+        in lines(res)
+    assert len(res.stderr) < 2 * MB
 
 
 HANG = """echo $$ > "{pids}/hang.pid"
@@ -668,7 +684,7 @@ def test_t_prints_the_groups_and_exits_0(ext_home):
     assert str(other) in text
     assert "group 1 (line 1)" in text and "group 2 (line 6)" in text
     assert 'match header "^To:.*@work"' in text
-    assert "external work: ['ssh', '-q', 'work', 'sendmail', '-t'], timeout 3600s" in text
+    assert "external work: ssh -q work sendmail -t, timeout 3600s" in text
     assert "external fallback" in text and "external home" in text
     # Default externals, and -e.
     res = ext_home.run("extsmaild", "-t")

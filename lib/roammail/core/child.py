@@ -91,6 +91,7 @@ class ChildResult:
     error: str | None = None
     stall_timeout: float | None = None  # the limit in force, for describe()
     start_errno: int | None = None  # errno when the command could not be started
+    stderr_closed: bool = False  # its stderr reached end of file before any kill
 
     @property
     def ok(self) -> bool:
@@ -530,6 +531,7 @@ class _Pump:
         self.stdin_complete = no_stdin
         self.stderr = bytearray()
         self.stderr_total = 0
+        self.stderr_closed = False
         self.stdout: bytearray | None = bytearray() if proc.stdout is not None else None
         self.stalled = False
         self.aborted = False
@@ -583,6 +585,7 @@ class _Pump:
             aborted=self.aborted,
             error=self.error,
             stall_timeout=self.stall_timeout,
+            stderr_closed=self.stderr_closed,
         )
 
     def _loop(self) -> None:
@@ -697,6 +700,8 @@ class _Pump:
         if not data:
             self.sel.unregister(pipe)
             pipe.close()
+            if pipe is self.proc.stderr and self.stopping is None:
+                self.stderr_closed = True
             return True
         if pipe is self.proc.stderr:
             room = self.stderr_limit - len(self.stderr)

@@ -24,6 +24,7 @@ message is there: cron runs extsmaild mostly over an empty queue.
 
 from __future__ import annotations
 
+import _thread
 import os
 import time
 
@@ -41,8 +42,9 @@ if TYPE_CHECKING:
 STALL_TIMEOUT = 60.0
 # How long a killed external has between SIGTERM and SIGKILL.
 KILL_GRACE = 5.0
-# How much of an external's stderr goes into one log line.
-STDERR_IN_LOG = 600
+# The longest piece of an external's stderr in one log line: a longer line
+# is logged in pieces, as some syslog daemons cut a line at 1 KiB.
+STDERR_PIECE = 800
 
 ERRORS_DIR = "errors"  # spool_dir/errors/NAME: the last delivery error
 
@@ -107,6 +109,7 @@ class Deliverer:
         # signal handlers there: `signal` is not cheap to import).
         self.before_delivery: Callable[[], None] | None = None
         self._sharing = None  # sshshare.SshSharing, made for the first delivery
+        self._log_lock = _thread.allocate_lock()
 
     # -- one cycle -----------------------------------------------------------
 
@@ -229,6 +232,8 @@ class Deliverer:
                 name: str) -> str:
         from ..core.headers import header_lines, read_head, select
 
+        path = message.path
+
         lines = header_lines(read_head(message.stream()))
         chosen = select(self.settings.groups, lines)
         if chosen is None:
@@ -259,11 +264,12 @@ class Deliverer:
                               "the message stays queued", name, external.name)
                 return "kept"
             why = res.describe()
-            err = " ".join(res.stderr.decode("utf-8", "replace").split())
-            if err:
-                why += ": " + (err if len(err) <= STDERR_IN_LOG else err[:STDERR_IN_LOG] + "...")
-            self.log.error("%s: external %s failed: %s", name, external.name, why)
-            self.record_error(name, f"via {external.name}: {why}")
+            err = stderr_text(res)
+            with self._log_lock:  # a failure's lines stay together
+                for line in failure_lines(external.name, external.sendmail, path, res):
+                    self.log.error("%s", line)
+                self.log.error("%s: external %s failed: %s", name, external.name, why)
+            self.record_error(name, f"via {external.name}: {why}" + (f"\n{err}" if err else ""))
             failed_externals.add(external.name)
             if holds_back(external, self.last_success, self.started, time.time(),
                           self.daemon):
@@ -282,6 +288,76 @@ class Deliverer:
 
     def clear_error(self, name: str) -> None:
         clear_error(self.settings.spool_dir, name)
+
+
+# -- failure log lines ---------------------------------------------------------
+
+
+def stderr_text(res) -> str:
+    """A child's whole stderr as text: its lines, without trailing blank ones,
+    and a note of what did not fit in run_child's buffer."""
+    text = res.stderr.decode("utf-8", "replace").replace("\r\n", "\n").rstrip("\r\n")
+    lost = res.stderr_total - len(res.stderr)
+    if lost > 0:
+        text += f"\n({lost} more bytes of standard error not kept)"
+    return text
+
+
+def stderr_pieces(text: str) -> list[str]:
+    """The lines of `text` for the log: blank lines dropped, a line longer
+    than STDERR_PIECE cut into pieces of that length."""
+    pieces = []
+    for line in text.split("\n"):
+        line = line.rstrip()
+        for start in range(0, len(line), STDERR_PIECE):
+            pieces.append(line[start:start + STDERR_PIECE])
+    return pieces
+
+
+def failure_lines(external: str, sendmail: str, path: str, res) -> list[str]:
+    """The log lines of a failed try, in the C extsmaild's wording.
+
+    The first line is the C extsmaild's line for such a failure:
+
+        NAME: Received error N when executing 'SENDMAIL' on 'PATH': STDERR
+        NAME: Received signal N when executing ...
+        NAME: Timeout when executing ...
+        NAME: Unable to read/write successfully when executing ...: REASON
+
+    where STDERR is the first line of the external's standard error
+    (": STDERR" is left out when it wrote nothing).  Each further line of
+    its standard error follows as `NAME: stderr: LINE`; a line too long for
+    syslog is logged in pieces (STDERR_PIECE), so nothing is lost.
+    """
+    pieces = stderr_pieces(stderr_text(res))
+    reason = None
+    if res.stalled:
+        if res.stdin_complete and res.stderr_closed:
+            phrase = "Timeout"  # done with its I/O, but it did not exit
+        else:
+            phrase, reason = "Unable to read/write successfully", "Timeout"
+    elif res.error is not None:
+        phrase, reason = "Unable to read/write successfully", res.error
+    elif res.signal is not None:
+        phrase = f"Received signal {res.signal}"
+    elif res.returncode:
+        phrase = f"Received error {res.returncode}"
+    else:  # exit status 0 before reading the whole message
+        phrase, reason = "Unable to read/write successfully", res.describe()
+    first = f"{external}: {phrase} when executing '{sendmail}' on '{path}'"
+    if reason is None and pieces:
+        # The first piece of stderr ends the line, which is no longer than
+        # a `stderr:` line; the rest of the piece goes on the next line.
+        longest = len(f"{external}: stderr: ") + STDERR_PIECE
+        room = max(80, longest - len(first) - 2)
+        reason = pieces[0][:room]
+        if len(pieces[0]) > room:
+            pieces[0] = pieces[0][room:]
+        else:
+            pieces.pop(0)
+    if reason is not None:
+        first += f": {reason}"
+    return [first] + [f"{external}: stderr: {piece}" for piece in pieces]
 
 
 def _error_path(spool_dir: str, name: str) -> str:

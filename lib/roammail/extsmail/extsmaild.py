@@ -272,18 +272,44 @@ def run_daemon(conf_opt: str | None, externals_opt: str | None, settings: Settin
 # ------------------------------------------------------------------------ -t
 
 
-def test_config(conf_opt: str | None, externals_opt: str | None, out) -> int:
+def missing_program(argv: list[str]) -> str | None:
+    """Why the program of a command cannot be run (None when it can), found
+    as the delivery finds it: through PATH, unless it names a path."""
+    import shutil
+
+    program = argv[0]
+    if shutil.which(program) is not None:
+        return None
+    if "/" in program:
+        return f"program '{program}' is not an executable file"
+    return f"program '{program}' not found on PATH"
+
+
+def test_config(conf_opt: str | None, externals_opt: str | None, out, err) -> int:
+    """-t: print the configuration on `out`; warn on `err`, one line each, of
+    each external whose program is missing (a warning, not an error: PATH
+    may differ where extsmaild runs)."""
+    import shlex
+
     settings = load_settings(conf_opt, externals_opt)
     settings.compile()  # every error before the first line of output
     out.write(f"configuration {settings.conf_path}: spool_dir {settings.spool_dir}\n")
     out.write(f"externals {settings.externals_path}:\n")
+    warnings = []
     for number, compiled in enumerate(settings.groups, 1):
         out.write(f"group {number} (line {compiled.group.line})\n")
         for rule in compiled.rules:
             out.write(f"  {rule.kind} header \"{rule.pattern}\"\n")
         for external in compiled.group.externals:
             timeout = f", timeout {external.timeout}s" if external.timeout else ""
-            out.write(f"  external {external.name}: {external.sendmail_argv}{timeout}\n")
+            command = shlex.join(external.sendmail_argv)
+            out.write(f"  external {external.name}: {command}{timeout}\n")
+            why = missing_program(external.sendmail_argv)
+            if why is not None:
+                warnings.append(f"{TOOL}: warning: external {external.name} "
+                                f"(line {external.line}): {why}\n")
+    out.flush()
+    err.writelines(warnings)
     return 0
 
 
@@ -346,7 +372,8 @@ def run(argv: list[str] | None) -> int:
     conf_opt = args["--conf"]
     externals_opt = args["--externals"]
     if args["--test"]:
-        return test_config(conf_opt, args["EXTERNALS"] or externals_opt, sys.stdout)
+        return test_config(conf_opt, args["EXTERNALS"] or externals_opt, sys.stdout,
+                           sys.stderr)
     if args["--list"] or args["--show"] or args["--delete"]:
         from .queue import delete_messages, list_queue, show_message
 

@@ -3,7 +3,8 @@
 notify_success_cmd runs after a pass that sent messages (${SUCCESSES}:
 how many); notify_failure_cmd once deliveries have failed for
 notify_failure_interval (${TIME}: for how long), then at most once per
-interval.  A command that fails is logged, never an error of the run.
+interval.  A command that fails is logged (the C extsmaild's line, then
+its whole stderr), never an error of the run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .conf import ExtsmailConf
-from .deliver import KILL_GRACE, STALL_TIMEOUT, STDERR_IN_LOG
+from .deliver import KILL_GRACE, STALL_TIMEOUT, stderr_pieces, stderr_text
 
 TYPE_CHECKING = False  # typing is not imported at run time: an empty-queue run avoids it
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class Notifier:
         res = child.run_child(["/bin/sh", "-c", command], stall_timeout=STALL_TIMEOUT,
                               grace=KILL_GRACE, should_abort=self.should_abort)
         if not (res.returncode == 0 and res.error is None):
-            err = " ".join(res.stderr.decode("utf-8", "replace").split())[:STDERR_IN_LOG]
-            self.log.warning("notification command failed: %s%s", res.describe(),
-                             f": {err}" if err else "")
+            # The C extsmaild's line, then why, then the whole stderr.
+            self.log.warning("When running cmd: %s: %s", command, res.describe())
+            for piece in stderr_pieces(stderr_text(res)):
+                self.log.warning("notification command: stderr: %s", piece)

@@ -78,7 +78,10 @@ def list_queue(spool_dir: str, out) -> int:
             out.write(f"  Subject: {info.get('subject', '')}\n  Arguments: {args}\n")
         err = read_error(spool_dir, name)
         if err:
-            out.write(f"  Last error: {err}\n")
+            # The external's stderr follows on lines of their own, indented.
+            first, *rest = err.split("\n")
+            out.write(f"  Last error: {first}\n")
+            out.writelines(f"    {line}\n" if line else "\n" for line in rest)
     return 0
 
 
