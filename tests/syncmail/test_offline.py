@@ -158,3 +158,44 @@ def test_no_route_in_a_network_namespace(world, tmp_path, netns, route, says):
     assert f"ssh: connect to host {UNROUTED} port " in result.stderr
     assert says in result.stderr
     assert len(world.server_new()) == 1
+
+
+def test_mail_on_failure_mails_a_refusal_but_not_offline(world, tmp_path, closed_port):
+    """The installed mail-on-failure as syncmail's post-pull hook, with a
+    recording `mail`: offline runs mail nothing, with or without
+    --offline-ok; a refused login mails "failed"."""
+    hook_source = world.installed.prefix / "share" / "roammail" / "hooks" / "mail-on-failure"
+    hooks = tmp_path / "hooks"
+    (hooks / "post-pull.d").mkdir(parents=True)
+    (hooks / "post-pull.d" / "mail-on-failure").symlink_to(hook_source)
+    calls = tmp_path / "mail-calls"
+    calls.mkdir()
+    mail = tmp_path / "mail-bin" / "mail"
+    mail.parent.mkdir()
+    mail.write_text(f'#!/bin/sh\nf=$(mktemp {calls}/call.XXXXXX)\nprintf "%s\\n" "$2" > "$f"\n'
+                    'cat > /dev/null\n')
+    mail.chmod(0o755)
+    fill_server(world, 1, sizes=[10])
+    world.basic_config()
+
+    def run(*ssh_options: str, offline_ok: bool) -> int:
+        path = f"{mail.parent}:{ssh_with(world, tmp_path, *ssh_options)}"
+        args = ["-q", "--hooks", str(hooks)] + (["--offline-ok"] if offline_ok else [])
+        return world.run(*args, PATH=path, USER="roammail-test", timeout=60).returncode
+
+    def subjects() -> list[str]:
+        found = [p.read_text().strip() for p in sorted(calls.iterdir())]
+        for p in calls.iterdir():
+            p.unlink()
+        return found
+
+    assert run("-p", str(closed_port), offline_ok=True) == 0
+    assert run("-p", str(closed_port), offline_ok=False) == 75
+    assert subjects() == []
+    assert run("-l", "roammail-no-such-user", offline_ok=True) == 75
+    assert subjects() == ["[smd] sync with laptop failed"]
+    assert run("-p", str(closed_port), offline_ok=True) == 0
+    assert subjects() == []
+    assert run(offline_ok=True) == 0
+    assert subjects() == ["[smd] sync with laptop succeeded"]
+    assert world.server_new() == set()
