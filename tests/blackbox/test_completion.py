@@ -182,7 +182,7 @@ OPTIONS = {
                 "--daemon", "--pid-file=", "--hooks=", "-l", "--log-file=", "--sync-now",
                 "-V", "--version", "-h", "--help"},
     "syncmail": {"-c", "--config=", "-n", "--dry-run", "-v", "--verbose", "-q", "--quiet",
-                 "--hooks", "-h", "--help"},
+                 "--offline-ok", "--hooks", "-h", "--help"},
     "smtpdcheck": {"--stop", "--timeout", "--port", "--sequential", "--cache", "--no-cache",
                    "--cache-ttl", "-V", "--version", "-h", "--help"},
 }

@@ -2,7 +2,7 @@
 
   hooks      {"mail-on-failure": path, "persistent-ssh": path}: the installed hooks
   home       a fresh HOME (tmp_path/home) in an environment without SSH,
-             ROAMMAIL_SSH_HOST and ROAMMAIL_HOOK_LOG
+             ROAMMAIL_SSH_HOST, ROAMMAIL_HOOK_LOG and ROAMMAIL_OFFLINE
   ssh_home   SshHome: a short temporary home ssh itself uses (nss_wrapper);
              every master started in it is stopped and killed afterwards
   mailbox    Mailbox: the user's /var/mail mailbox through `mail` and dma;
@@ -40,7 +40,7 @@ def home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     home_dir = tmp_path / "home"
     home_dir.mkdir()
     env = dict(os.environ)
-    for name in ("SSH", "ROAMMAIL_SSH_HOST", "ROAMMAIL_HOOK_LOG"):
+    for name in ("SSH", "ROAMMAIL_SSH_HOST", "ROAMMAIL_HOOK_LOG", "ROAMMAIL_OFFLINE"):
         env.pop(name, None)
     env["HOME"] = str(home_dir)
     env["USER"] = pwd.getpwuid(os.getuid()).pw_name

@@ -540,3 +540,46 @@ def test_a_missing_maildir_records_nothing(hooks, home, fake_mail):
     assert "is not a maildir" in result.stderr and "tries again" in result.stderr
     assert fake_mail.calls() == []
     assert state_files(home_dir) == []
+
+
+# ------------------------------------------------------------------ offline
+
+
+def test_offline_runs_are_neither_failures_nor_recoveries(hooks, home, fake_mail):
+    """ROAMMAIL_OFFLINE=1 (syncmail sets it when ssh could not reach the
+    server at all): no notice, no state, whatever the status."""
+    home_dir, env = home
+    hook = hooks["mail-on-failure"]
+    offline = fake_mail.env(env, ROAMMAIL_OFFLINE="1")
+    for status in ("75", "75", "1"):
+        quiet_ok(run_hook(hook, "post", "pull", "default", status, env=offline))
+    assert fake_mail.take() == []
+    assert state_files(home_dir) == []
+    # Back online: a success after offline runs is no recovery, nothing had failed.
+    quiet_ok(run_hook(hook, "post", "pull", "default", "0", env=fake_mail.env(env)))
+    assert fake_mail.take() == []
+    # Only "1" means offline; a real failure still mails.
+    for value in ("0", "", "yes"):
+        assert state_files(home_dir) == []
+        quiet_ok(run_hook(hook, "post", "pull", "default", "75",
+                          env=fake_mail.env(env, ROAMMAIL_OFFLINE=value)))
+        assert [c.subject for c in fake_mail.take()] == ["[smd] sync with default failed"]
+        quiet_ok(run_hook(hook, "post", "pull", "default", "0", env=fake_mail.env(env)))
+        assert [c.subject for c in fake_mail.take()] == ["[smd] sync with default succeeded"]
+
+
+def test_offline_runs_inside_a_failing_series_keep_it(hooks, home, fake_mail):
+    """A failure mailed, then offline runs (even one passing status 0):
+    the series goes on, and the first real success mails the recovery."""
+    home_dir, env = home
+    hook = hooks["mail-on-failure"]
+    quiet_ok(run_hook(hook, "post", "pull", "default", "1", env=fake_mail.env(env)))
+    assert [c.subject for c in fake_mail.take()] == ["[smd] sync with default failed"]
+    for status in ("75", "0"):
+        quiet_ok(run_hook(hook, "post", "pull", "default", status,
+                          env=fake_mail.env(env, ROAMMAIL_OFFLINE="1")))
+    assert fake_mail.take() == []
+    assert state_files(home_dir) == ["mail-on-failure-default"]
+    quiet_ok(run_hook(hook, "post", "pull", "default", "0", env=fake_mail.env(env)))
+    assert [c.subject for c in fake_mail.take()] == ["[smd] sync with default succeeded"]
+    assert state_files(home_dir) == []

@@ -13,7 +13,8 @@ from roammail.core.errors import UsageError
 from roammail.syncmail import cli as syncmail
 
 OPTIONS = st.sampled_from(["-n", "-v", "-q", "--dry-run", "--verbose", "--quiet", "-c",
-                           "--config", "--hooks", "-h", "--help", "-V", "--version"])
+                           "--config", "--hooks", "-h", "--help", "-V", "--version",
+                           "--offline-ok"])
 OPERANDS = st.sampled_from(["a", "b c", "host:Maildir", "h:/srv/mail", "~/Mail", "", "x:"])
 ODD = st.sampled_from(["--", "-", "-x", "-nv", "-cX", "--config=c.conf", "--hooks=h", "--dry",
                        "-c=x", "-vq"])
@@ -42,6 +43,7 @@ def test_plain_reader_agrees_with_docopt(argv):
     ["host:Maildir", "/home/me/Mail"],
     ["-n", "-v", "host:Maildir", "/home/me/Mail"],
     ["--hooks", "/h", "-q", "laptop"],
+    ["-q", "--offline-ok"],
     ["-c", "/etc/x.conf", "laptop", "work"],
     ["laptop", "--verbose"],
 ])

@@ -1,8 +1,8 @@
 """syncmail: move new mail from a server's maildir to the laptop over ssh.
 
 Usage:
-  syncmail [-c CONFIG] [-n] [-v] [-q] [--hooks DIR] [SOURCE...]
-  syncmail [-n] [-v] [-q] [--hooks DIR] HOST:REMOTE_MAILDIR LOCAL_MAILDIR
+  syncmail [-c CONFIG] [-n] [-v] [-q] [--offline-ok] [--hooks DIR] [SOURCE...]
+  syncmail [-n] [-v] [-q] [--offline-ok] [--hooks DIR] HOST:REMOTE_MAILDIR LOCAL_MAILDIR
   syncmail -V | --version
   syncmail -h | --help
 
@@ -12,6 +12,7 @@ Options:
   -n --dry-run               Copy nothing, remove nothing: list what would move.
   -v --verbose               Log every message on stderr, even off a terminal.
   -q --quiet                 Only errors on stderr.
+  --offline-ok               Exit 0 when a server cannot be reached at all.
   --hooks DIR                Hook base directory instead of
                              $XDG_CONFIG_HOME/roammail/hooks.
   -V --version               Print the version.
@@ -86,21 +87,22 @@ BATCH_MESSAGES = 1000
 
 # The options without a value, and those with one, as docopt names them.
 _FLAGS = {"-n": "--dry-run", "--dry-run": "--dry-run", "-v": "--verbose",
-          "--verbose": "--verbose", "-q": "--quiet", "--quiet": "--quiet"}
+          "--verbose": "--verbose", "-q": "--quiet", "--quiet": "--quiet",
+          "--offline-ok": "--offline-ok"}
 _VALUED = {"-c": "--config", "--config": "--config", "--hooks": "--hooks"}
 
 
 def plain_args(argv: list[str]) -> Optional[dict]:
     """docopt's dictionary for a plain command line, without docopt; None
     for any other.  Plain: operands not starting with "-", the options
-    without a value (-n, -v, -q, short or long) each at most once, and
+    without a value (-n, -v, -q, short or long; --offline-ok) each at most once, and
     -c/--config/--hooks each at most once with its value in the next word
     (not starting with "-").  Anything else (--help, --opt=value, bundled
     flags, "--", mistakes) is docopt's to parse or refuse: importing it
     and parsing costs a run ~20 ms.  tests/syncmail/test_args.py checks
     that both agree wherever this one answers."""
     args: dict = {"--config": None, "--dry-run": False, "--verbose": False, "--quiet": False,
-                  "--hooks": None, "SOURCE": [], "HOST:REMOTE_MAILDIR": None,
+                  "--offline-ok": False, "--hooks": None, "SOURCE": [], "HOST:REMOTE_MAILDIR": None,
                   "LOCAL_MAILDIR": None, "--help": False, "--version": False}
     seen = set()  # not args[key]: an empty value ("-c ''") is false too
     words = iter(argv)
@@ -391,10 +393,16 @@ def run_one(source: Source, args: dict, logs: Logs, batch: int = BATCH_MESSAGES)
                                    res.path, res.status)
                     _post(hook_base, endpoint, EXIT_LEFT, hook_log, env, label, logs)
                     return EXIT_LEFT
-        status = _move(source, dry_run, label, started, batch, logs)
+        offline_ok = bool(args.get("--offline-ok")) or source.offline_ok
+        status, offline = _move(source, dry_run, label, started, batch, logs, offline_ok)
         if not dry_run:
+            # Post hooks learn that the server was out of reach, not failing
+            # (roammail-hooks(7)), with the status a run without
+            # --offline-ok has.
+            if offline:
+                env["ROAMMAIL_OFFLINE"] = "1"
             _post(hook_base, endpoint, status, hook_log, env, label, logs)
-        return status
+        return EXIT_OK if offline and offline_ok else status
     finally:
         if not source.path:
             forget_one_shot(source)
@@ -412,7 +420,10 @@ def _post(base: str, endpoint: str, status: int, hook_log: str, env: dict, label
 
 
 def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
-          logs: Logs) -> int:
+          logs: Logs, offline_ok: bool = False) -> tuple[int, bool]:
+    """Move the source's mail: the exit status, and whether ssh could not
+    reach the server at all (then the status is EXIT_TEMPFAIL, and with
+    `offline_ok` that is a warning, not an error)."""
     from .remote import ConnectError, RemoteError, RemoteSession
 
     opened: RemoteSession | ConnectError
@@ -433,6 +444,12 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
             raise opened
         mover.run(opened)
     except ConnectError as exc:
+        if exc.offline and result.listed is None:
+            if offline_ok:
+                log.warning("%s: offline, nothing moved: %s", label, exc)
+            else:
+                log.error("%s", exc)
+            return EXIT_TEMPFAIL, True
         log.error("%s", exc)
         status = EXIT_TEMPFAIL
     except RemoteError as exc:
@@ -454,9 +471,9 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
         why, status = local_failure(result.failure)
         tally = "no message moved" if result.listed is None else _tally(result)
         log.error("%s: %s: %s", label, why, tally)
-        return status
+        return status, False
     if result.listed is None:
-        return status  # the error said it all: nothing was even listed
+        return status, False  # the error said it all: nothing was even listed
     if result.left and status == EXIT_OK:
         status = EXIT_LEFT
     seconds = time.monotonic() - started
@@ -468,7 +485,7 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
         log.info("%s", summary)
     else:
         log.warning("%s", summary)
-    return status
+    return status, False
 
 
 def messages(count: int) -> str:

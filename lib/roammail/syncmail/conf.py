@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #   <source>  ::= "source" ID "{" <items> "}"
 #   <items>   ::= "" | <item> <items>
 #   <item>    ::= "host" "=" STRING | "remote" "=" STRING
-#               | "local" "=" STRING | <rule>
+#               | "local" "=" STRING | "offline_ok" "=" STRING | <rule>
 #   <rule>    ::= "match" "header" STRING <action>
 #   <action>  ::= "inbox" | "folder" STRING | "discard" | "archive" STRING
 
@@ -46,13 +46,15 @@ class Rule:
 class Source:
     """One source: its server maildir (host, remote), its local maildir,
     its rules; where it was configured (path, line, the line of `remote`;
-    path "" for the one-shot form)."""
+    path "" for the one-shot form); whether a run that finds the server
+    unreachable succeeds (offline_ok)."""
 
-    __slots__ = ("name", "host", "remote", "local", "rules", "path", "line", "remote_line")
+    __slots__ = ("name", "host", "remote", "local", "rules", "path", "line", "remote_line",
+                 "offline_ok")
 
     def __init__(self, name: str, host: str, remote: str, local: str,
                  rules: Optional[list] = None, path: str = "", line: int = 0,
-                 remote_line: int = 0) -> None:
+                 remote_line: int = 0, offline_ok: bool = False) -> None:
         self.name = name
         self.host = host
         self.remote = remote
@@ -61,10 +63,13 @@ class Source:
         self.path = path
         self.line = line
         self.remote_line = remote_line
+        self.offline_ok = offline_ok
 
 
 _SETTINGS = ("host", "remote", "local")
-_SETTING_TYPES = {setting: "STRING" for setting in _SETTINGS}
+_OPTIONAL = ("offline_ok",)
+_SETTING_TYPES = {setting: "STRING" for setting in _SETTINGS + _OPTIONAL}
+_BOOLEANS = {"yes": True, "no": False}
 
 
 def parse_config(data: bytes | str, path: str) -> list[Source]:
@@ -94,9 +99,9 @@ def _source(ts: TokenStream, names: dict[str, int]) -> Source:
         if token.kind == "ID" and token.value == "match":
             rules.append(_rule(ts))
             continue
-        if token.kind != "ID" or token.value not in _SETTINGS:
-            raise ts.error(token, f"expected 'host', 'remote', 'local', 'match' or '}}', "
-                                  f"found {describe(token)}")
+        if token.kind != "ID" or token.value not in _SETTING_TYPES:
+            raise ts.error(token, f"expected 'host', 'remote', 'local', 'offline_ok', 'match' "
+                                  f"or '}}', found {describe(token)}")
         key, value = ts.assignment("a key")
         ts.setting(key, value, _SETTING_TYPES, seen, f"source '{name}'")
         if value.value == "":
@@ -109,9 +114,16 @@ def _source(ts: TokenStream, names: dict[str, int]) -> Source:
     host = str(values["host"].value)
     if host.startswith("-") or any(c.isspace() for c in host):
         raise ts.error(values["host"], f"bad host '{shorten(host)}'")
+    offline_ok = False
+    if "offline_ok" in values:
+        text = str(values["offline_ok"].value)
+        if text not in _BOOLEANS:
+            raise ts.error(values["offline_ok"],
+                           f"'offline_ok' must be \"yes\" or \"no\", not '{shorten(text)}'")
+        offline_ok = _BOOLEANS[text]
     return Source(name, host, str(values["remote"].value),
                   locations.expand_home(str(values["local"].value)), rules,
-                  ts.path, start.line, values["remote"].line)
+                  ts.path, start.line, values["remote"].line, offline_ok)
 
 
 def _rule(ts: TokenStream) -> Rule:

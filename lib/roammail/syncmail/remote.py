@@ -143,7 +143,42 @@ def remote_command(maildir: str, stamp: str) -> str:
 
 
 class ConnectError(TempFailure):
-    """The ssh connection could not be made or broke: try again later."""
+    """The ssh connection could not be made or broke: try again later.
+    `offline`: ssh could not reach the server at all (see unreachable())."""
+
+    def __init__(self, message: str, offline: bool = False) -> None:
+        super().__init__(message)
+        self.offline = offline
+
+
+# What ssh says (after "ssh: connect to host HOST port PORT: ") when
+# connect(2) failed: the network is down or does not lead to the server.
+# OpenSSH prints strerror(3), which it does not translate.
+_CONNECT_FAILURES = ("Network is unreachable", "No route to host", "Connection refused",
+                     "Connection timed out", "Operation timed out", "Host is down",
+                     "Cannot assign requested address")
+
+
+def unreachable(status: Optional[int], stderr: str) -> bool:
+    """Whether ssh, which exited `status` before the session started,
+    printing `stderr`, failed because it could not reach the server at
+    all: it exited 255 and said that the host name did not resolve or
+    that it could not connect (ssh's own line, or a ProxyJump's).  A
+    server that answered and refused (an authentication failure, a
+    changed host key) is no such failure."""
+    if status != 255:
+        return False
+    lines = [line.strip() for line in stderr.splitlines()]
+    if any(line.startswith(("Permission denied", "Host key verification failed"))
+           for line in lines):
+        return False
+    for line in lines:
+        if line.startswith("ssh: Could not resolve hostname "):
+            return True
+        if (line.startswith("ssh: connect to host ")
+                and line.rpartition(": ")[2] in _CONNECT_FAILURES):
+            return True
+    return False
 
 
 class RemoteError(RoammailError):
@@ -443,7 +478,8 @@ class RemoteSession:
             status = self._status_after(10)
             self._stderr_thread.join(timeout=2)
             why = self.stderr_text() or f"ssh exit status {status}"
-            raise ConnectError(f"cannot connect to {self.host}: {why}")
+            offline = unreachable(status, bytes(self._stderr).decode("utf-8", "replace"))
+            raise ConnectError(f"cannot connect to {self.host}: {why}", offline)
         text = data.decode("utf-8", "replace")
         if text.startswith("E "):  # remote.sh's only errors before its greeting
             raise NoRemoteMaildir(f"{self.host}:{self.maildir}: {text[2:]}")
