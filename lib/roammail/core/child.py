@@ -435,9 +435,15 @@ def _memory_copy(fd: int, start: int, end: int) -> int | None:
             offset += sent
         import fcntl
 
-        fcntl.fcntl(mem, fcntl.F_ADD_SEALS,
-                    fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
-                    | fcntl.F_SEAL_SEAL)
+        fcntl.fcntl(mem, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+        try:
+            fcntl.fcntl(mem, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        except OSError as exc:
+            # EBUSY: the kernel still held a reference to a page just
+            # copied (seen under load).  The size is sealed already, which
+            # is what tells the child where the message ends.
+            if exc.errno != errno.EBUSY:
+                raise
         os.lseek(mem, 0, os.SEEK_SET)
         return mem
     except BaseException:
