@@ -231,10 +231,82 @@ def docopt_args(usage: str, argv: "list[str] | None", version: "str | None" = No
 
     from .errors import UsageError
 
+    words = sys.argv[1:] if argv is None else list(argv)
     try:
-        return docopt(usage, argv=argv, version=version, options_first=options_first)
+        return docopt(usage, argv=words, version=version, options_first=options_first)
     except DocoptExit as exc:
-        raise UsageError(usage_problem(str(exc), usage)) from None
+        found = diagnose(usage, words, options_first)
+        raise UsageError(f"{found}; see --help" if found
+                         else usage_problem(str(exc), usage)) from None
+
+
+def diagnose(usage: str, argv: "list[str]", options_first: bool = False) -> "str | None":
+    """What is wrong with a command line docopt refused, found without
+    docopt's words (the docopt Debian packages, 0.6, says only "Usage:"):
+    an unknown option, an option without its argument, or one operand too
+    many (the line parses without it).  None when it cannot tell."""
+    from docopt import DocoptExit, docopt
+
+    takes_arg = options_of(usage)
+    longs = [name for name in takes_arg if name.startswith("--")]
+    operands = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            operands.extend(range(i + 1, len(argv)))
+            break
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            matches = [name] if name in takes_arg else [n for n in longs if n.startswith(name)]
+            if len(matches) != 1:
+                return f"unknown option {name}" if not matches else f"ambiguous option {name}"
+            if takes_arg[matches[0]] and "=" not in word:
+                if i + 1 >= len(argv):
+                    return f"option {matches[0]} requires an argument"
+                i += 1
+        elif word.startswith("-") and word != "-":
+            for j, letter in enumerate(word[1:], start=1):
+                name = "-" + letter
+                if name not in takes_arg:
+                    return f"unknown option {name}"
+                if takes_arg[name]:
+                    if j == len(word) - 1:
+                        if i + 1 >= len(argv):
+                            return f"option {name} requires an argument"
+                        i += 1
+                    break
+        else:
+            operands.append(i)
+            if options_first:
+                break
+        i += 1
+    for index in reversed(operands):
+        try:
+            docopt(usage, argv=argv[:index] + argv[index + 1:], options_first=options_first)
+        except (DocoptExit, SystemExit):
+            continue
+        return f"extra operand '{argv[index]}'"
+    return None
+
+
+def options_of(usage: str) -> "dict[str, bool]":
+    """Every option a usage text names, and whether it takes an argument:
+    as docopt reads it, from the option lines (`-c FILE, --conf=FILE`)
+    and from `--name=ARG` in the usage lines."""
+    import re
+
+    found: dict[str, bool] = {}
+    for line in usage.splitlines():
+        spec = line.strip()
+        if spec.startswith("-"):  # an option line: its description starts after two spaces
+            spec = re.split(r"\s{2,}", spec, maxsplit=1)[0]
+            for name, arg in re.findall(r"(--?[\w?][\w-]*)(?:[ =]([A-Z<][\w<>-]*))?", spec):
+                found[name] = found.get(name, False) or bool(arg)
+        else:
+            for name, arg in re.findall(r"(?<![\w-])(--?[A-Za-z0-9?][\w-]*)(=[\w<>-]+)?", line):
+                found[name] = found.get(name, False) or bool(arg)
+    return found
 
 
 def usage_problem(text: str, usage: str = "") -> str:
