@@ -9,7 +9,10 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import OTHER_GATEWAY, SETTLE
+from peers.require import require_program
 from peers.waiting import wait_until
 
 # The longest an event may take: the settle time, the five-second look at
@@ -129,3 +132,38 @@ def test_a_reader_that_goes_away_ends_it_quietly(netns, watcher) -> None:
     w.close_stdout()
     assert w.wait(10) == 0
     assert w.stderr() == ""
+
+
+def test_logind_and_networkmanager_on_the_system_bus(netns, watcher, tool_env,
+                                                     tmp_path: Path) -> None:
+    # Stand-ins: a private dbus-daemon plays the system bus, and this test
+    # owns logind's and NetworkManager's names on it and sends their signals.
+    dbus_daemon = require_program("dbus-daemon")
+    jeepney = pytest.importorskip("jeepney")
+    from jeepney.io.blocking import open_dbus_connection
+
+    address = f"unix:path={tmp_path}/system_bus_socket"
+    bus = subprocess.Popen([dbus_daemon, "--session", "--nofork", "--nopidfile",
+                            f"--address={address}"], stdout=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: (tmp_path / "system_bus_socket").exists(), 10)
+        w = watcher("--settle", SETTLE, env=dict(tool_env, DBUS_SYSTEM_BUS_ADDRESS=address))
+        assert w.expect(["offline"]) == ["offline"]
+        with open_dbus_connection(bus=address) as conn:
+            for name in ("org.freedesktop.login1", "org.freedesktop.NetworkManager"):
+                conn.send_and_get_reply(jeepney.message_bus.RequestName(name), timeout=5)
+            login1 = jeepney.DBusAddress("/org/freedesktop/login1",
+                                         interface="org.freedesktop.login1.Manager")
+            conn.send(jeepney.new_signal(login1, "PrepareForSleep", "b", (True,)))
+            conn.send(jeepney.new_signal(login1, "PrepareForSleep", "b", (False,)))
+            assert w.expect(["resumed"], EVENT_TIMEOUT) == ["resumed"]
+            netns.go_online()
+            assert w.expect(["online"], EVENT_TIMEOUT) == ["online"]
+            nm = jeepney.DBusAddress("/org/freedesktop/NetworkManager",
+                                     interface="org.freedesktop.NetworkManager")
+            conn.send(jeepney.new_signal(nm, "StateChanged", "u", (70,)))  # CONNECTED_GLOBAL
+            assert w.expect(["changed"], EVENT_TIMEOUT) == ["changed"]
+            assert w.lines_for(1.5) == []
+    finally:
+        bus.terminate()
+        bus.wait(timeout=10)
