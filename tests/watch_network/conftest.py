@@ -25,8 +25,6 @@ from peers.watchers import WatcherProcess
 
 ADDRESS = "10.77.0.2/24"
 GATEWAY = "10.77.0.1"
-OTHER_GATEWAY = "10.77.0.3"
-SETTLE = "0.5"  # seconds: short, so the tests are quick
 
 
 class Netns:

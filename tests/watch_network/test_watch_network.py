@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OTHER_GATEWAY, SETTLE
 from peers.require import require_program
 from peers.waiting import wait_until
 
+OTHER_GATEWAY = "10.77.0.3"  # a second gateway on v0's network
+SETTLE = "0.5"  # seconds: short, so the tests are quick
 # The longest an event may take: the settle time, the five-second look at
 # the clocks and resolv.conf, and a busy machine.
 EVENT_TIMEOUT = 10.0
