@@ -22,7 +22,8 @@
 # (the package manager keeps the list).
 set -eu
 
-TOOLS="extsmail extsmaild watch-maildirs watch-imap inputkill socketwatch mswatch syncmail smtpdcheck"
+TOOLS="extsmail extsmaild watch-maildirs watch-imap inputkill socketwatch mswatch syncmail smtpdcheck
+watch-network"
 # Extra names under which a tool is installed: ALIAS=TOOL.
 ALIASES="watch_maildirs=watch-maildirs"
 HOOKS="mail-on-failure persistent-ssh"

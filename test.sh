@@ -36,7 +36,8 @@ msmtp swaks neomutt git-email python3-venv iproute2 procps man-db
 libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace
 libarchive-tools pax dovecot-imapd openssl e2fsprogs shellcheck
 debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
-python3-wheel dpkg-dev lintian bash-completion"
+python3-wheel dpkg-dev lintian bash-completion python3-pyroute2 python3-jeepney
+dbus-daemon"
 # The user the test Dovecot (tests/peers/dovecot.py) runs as when we are root.
 TEST_USER=roammail-test
 
@@ -73,7 +74,7 @@ if [ ! -x "$venv/bin/python3" ]; then
 fi
 "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
     --upgrade -e "${top}[test]" 2>&1 | grep -v 'is ignored: it is neither' >&2 || true
-"$venv/bin/python3" -c 'import mypy, importlinter, pytest, pytest_shell, pytest_timeout, hypothesis, aiosmtpd, docopt, daemon, inotify_simple' ||
+"$venv/bin/python3" -c 'import mypy, importlinter, pytest, pytest_shell, pytest_timeout, hypothesis, aiosmtpd, docopt, daemon, inotify_simple, pyroute2, jeepney' ||
     die "the test virtualenv is incomplete: pip could not install the test dependencies"
 
 prefix=$top/.test-prefix

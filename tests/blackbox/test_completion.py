@@ -185,6 +185,8 @@ OPTIONS = {
                  "--offline-ok", "--hooks", "-h", "--help"},
     "smtpdcheck": {"--stop", "--timeout", "--port", "--sequential", "--cache", "--no-cache",
                    "--cache-ttl", "-V", "--version", "-h", "--help"},
+    "watch-network": {"--exec=", "--settle=", "--once", "-q", "--quiet", "-V", "--version",
+                      "-h", "--help"},
 }
 OPTIONS["watch_maildirs"] = OPTIONS["watch-maildirs"]
 

@@ -19,7 +19,8 @@ from roammail.completion import CompletionError, Option, completion_script, pars
 TOP = Path(__file__).resolve().parents[2]
 LIB = TOP / "lib"
 NAMES = ["extsmail", "extsmaild", "watch-maildirs", "watch-imap", "inputkill", "socketwatch",
-         "mswatch", "syncmail", "smtpdcheck", "watch_maildirs=watch-maildirs"]
+         "mswatch", "syncmail", "smtpdcheck", "watch-network",
+         "watch_maildirs=watch-maildirs"]
 
 
 def usage(tool: str) -> str:
