@@ -249,7 +249,7 @@ def diagnose(usage: str, argv: "list[str]", options_first: bool = False) -> "str
 
     takes_arg = options_of(usage)
     longs = [name for name in takes_arg if name.startswith("--")]
-    operands = []
+    operands: list[int] = []
     i = 0
     while i < len(argv):
         word = argv[i]
