@@ -184,6 +184,13 @@ GOOD_EXTERNAL = b'external ok { sendmail = "x" }'
         (b'group { external a {\n sendmail = "ssh \'host" } }', 2, "cannot split sendmail"),
         (b'group { external a {\n sendmail =\n\n "ssh\n\\"host" } }', 2, "No closing quotation"),
         (b'group { external a {\n sendmail = "ssh host\\\\" } }', 2, "cannot split sendmail"),
+        (b'group { external a {\n sendmail = "x"\n permanent = 5m } }', 3,
+         "'permanent' needs a string"),
+        (b'group { external a {\n sendmail = "x"\n permanent = "65,67" } }', 3,
+         "exit statuses from 1 to 255 separated by blanks, not '65,67'"),
+        (b'group { external a {\n sendmail = "x"\n permanent = "0" } }', 3, "not '0'"),
+        (b'group { external a {\n sendmail = "x"\n permanent = "256" } }', 3, "not '256'"),
+        (b'group { external a {\n sendmail = "x"\n permanent = "-1" } }', 3, "not '-1'"),
         # names
         (b'group {\n external a { sendmail = "x" }\n external a { sendmail = "y" }\n}', 3,
          "external 'a' already defined at line 2"),
@@ -198,6 +205,18 @@ GOOD_EXTERNAL = b'external ok { sendmail = "x" }'
 )
 def test_externals_errors(data: bytes, line: int, match: str) -> None:
     config_error(parse_externals, data, line, match)
+
+
+def test_permanent_statuses_default_and_given() -> None:
+    [group] = parse_externals(
+        b'group {\n external a { sendmail = "x" }\n'
+        b' external b { permanent = " 65\n 75\t1 " sendmail = "y" }\n'
+        b' external c { sendmail = "z" permanent = "" }\n}\n', P)
+    a, b, c = group.externals
+    assert a.permanent == frozenset({65, 67, 68})
+    assert b.permanent == frozenset({1, 65, 75})
+    assert c.permanent == frozenset()
+    assert b == External("b", "y", ["y"], None, 3, frozenset({1, 65, 75}))
 
 
 def test_values_are_frozen() -> None:

@@ -19,6 +19,7 @@ Grammar (BNF; ID, STRING and TIME are the tokens of core/tokens.py):
     <external>  ::= "external" ID "{" <settings> "}"
     <settings>  ::= "" | <setting> <settings>
     <setting>   ::= "sendmail" "=" STRING | "timeout" "=" TIME
+                  | "permanent" "=" STRING
 
 A file has at least one group and every group at least one external; the
 header rules of a group come before its externals.  In an external,
@@ -28,7 +29,9 @@ an error.  A header regex is POSIX ERE text, kept as written after the
 string escapes (so `"a\\.b"` is the regex `a.b`; write `"a\\\\.b"` for a
 literal dot).  `sendmail` is split into words as a POSIX shell would,
 without running a shell: quotes and backslashes group words, and nothing is
-expanded.
+expanded.  `permanent` lists, separated by blanks, the exit statuses of the
+external that say a message can never be sent (an empty string: none);
+without it, DEFAULT_PERMANENT.  The C extsmail does not know `permanent`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from roammail.core.tokens import (
 )
 
 __all__ = [
+    "DEFAULT_PERMANENT",
     "External",
     "Group",
     "HeaderRule",
@@ -52,6 +56,16 @@ __all__ = [
 
 # No dataclasses, shlex or typing here: each costs a cron job's run of
 # extsmaild over an empty queue more than the rest of its work.
+
+# The exit statuses (sysexits.h) that say an external will never take a
+# message: EX_DATAERR (msmtp: the server refused a recipient or the sender
+# with a 5xx reply), EX_NOUSER and EX_NOHOST (sendmail: no such user, no
+# such host).  Left out on purpose: EX_UNAVAILABLE (msmtp says it for a 4xx
+# reply too), EX_PROTOCOL (often a connection that broke), EX_NOPERM (a
+# client may say it for a refused login: the account, not the message),
+# EX_USAGE and EX_CONFIG (the external's set-up, which the user fixes),
+# EX_TEMPFAIL, any other status, a signal and a timeout.
+DEFAULT_PERMANENT = frozenset((65, 67, 68))
 
 
 class HeaderRule(_Frozen):
@@ -73,22 +87,27 @@ class External(_Frozen):
 
     sendmail_argv is sendmail split into words as a POSIX shell would,
     without running a shell.  timeout is in seconds, None when not given.
+    permanent is the set of exit statuses that are permanent failures,
+    DEFAULT_PERMANENT when not given.
     """
 
-    __slots__ = ("name", "sendmail", "sendmail_argv", "timeout", "line")
+    __slots__ = ("name", "sendmail", "sendmail_argv", "timeout", "line", "permanent")
     name: str
     sendmail: str
     sendmail_argv: list
     timeout: int | None
     line: int
+    permanent: frozenset
 
     def __init__(self, name: str, sendmail: str, sendmail_argv: list,
-                 timeout: int | None, line: int) -> None:
+                 timeout: int | None, line: int,
+                 permanent: frozenset = DEFAULT_PERMANENT) -> None:
         self._set("name", name)
         self._set("sendmail", sendmail)
         self._set("sendmail_argv", sendmail_argv)
         self._set("timeout", timeout)
         self._set("line", line)
+        self._set("permanent", permanent)
 
 
 class Group(_Frozen):
@@ -105,7 +124,7 @@ class Group(_Frozen):
         self._set("line", line)
 
 
-_EXTERNAL_TYPES = {"sendmail": "STRING", "timeout": "TIME"}
+_EXTERNAL_TYPES = {"sendmail": "STRING", "timeout": "TIME", "permanent": "STRING"}
 
 
 def parse_externals(data: bytes | str, path: str) -> list[Group]:
@@ -154,18 +173,33 @@ def _external(ts: TokenStream, names: dict[str, int]) -> External:
     sendmail: str | None = None
     argv: list[str] = []
     timeout: int | None = None
+    permanent = DEFAULT_PERMANENT
     while ts.peek().kind != "RBRACE":
         key, value = ts.assignment("a key or '}'")
         key_name = ts.setting(key, value, _EXTERNAL_TYPES, seen, f"external '{name}'")
         if key_name == "sendmail":
             sendmail = str(value.value)
             argv = _split_command(ts, key, sendmail)
+        elif key_name == "permanent":
+            permanent = _exit_statuses(ts, key, str(value.value))
         else:
             timeout = int(value.value)
     ts.next()
     if sendmail is None:
         raise ts.error(start, f"external '{name}' has no sendmail")
-    return External(name, sendmail, argv, timeout, start.line)
+    return External(name, sendmail, argv, timeout, start.line, permanent)
+
+
+def _exit_statuses(ts: TokenStream, key: Token, text: str) -> frozenset:
+    """The exit statuses of `permanent`: numbers from 1 to 255, separated by
+    blanks (none at all for an empty string)."""
+    statuses = set()
+    for word in text.split():
+        if not (word.isascii() and word.isdigit() and 1 <= int(word) <= 255):
+            raise ts.error(key, "'permanent' takes exit statuses from 1 to 255 "
+                           f"separated by blanks, not '{word[:20]}'")
+        statuses.add(int(word))
+    return frozenset(statuses)
 
 
 def _split_command(ts: TokenStream, key: Token, command: str) -> list[str]:
