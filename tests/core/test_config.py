@@ -383,6 +383,20 @@ def test_conf_errors(data: bytes, line: int, match: str) -> None:
     config_error(parse_extsmail_conf, data, line, match)
 
 
+def test_conf_failure_keys() -> None:
+    conf = parse_extsmail_conf(b'spool_dir = "s"\nreport_maildir = "~/Mail"\nmax_age = 5d\n'
+                               b'permanent_failures = "no"\n', P)
+    assert (conf.report_maildir, conf.max_age, conf.permanent_failures) == ("~/Mail", 432000,
+                                                                            False)
+    conf = parse_extsmail_conf(b'spool_dir = "s"\npermanent_failures = "yes"', P)
+    assert (conf.report_maildir, conf.max_age, conf.permanent_failures) == (None, 0, True)
+    assert parse_extsmail_conf(b'spool_dir = "s" report_maildir = ""', P).report_maildir == ""
+    config_error(parse_extsmail_conf, b'spool_dir = "s"\npermanent_failures = "off"', 2,
+                 "'permanent_failures' takes \"yes\" or \"no\", not \"off\"")
+    config_error(parse_extsmail_conf, b'spool_dir = "s"\nmax_age = "5d"', 2,
+                 "'max_age' needs a time")
+
+
 def test_conf_is_a_frozen_value() -> None:
     conf = ExtsmailConf("/s", notify_success_cmd="x")
     assert conf == ExtsmailConf(spool_dir="/s", notify_failure_interval=0,
@@ -390,7 +404,8 @@ def test_conf_is_a_frozen_value() -> None:
     assert conf != ExtsmailConf("/s")
     assert hash(conf) == hash(ExtsmailConf("/s", 0, None, "x"))
     assert repr(conf) == ("ExtsmailConf(spool_dir='/s', notify_failure_interval=0, "
-                          "notify_failure_cmd=None, notify_success_cmd='x')")
+                          "notify_failure_cmd=None, notify_success_cmd='x', "
+                          "report_maildir=None, max_age=0, permanent_failures=True)")
     with pytest.raises(AttributeError):
         conf.spool_dir = "/t"  # type: ignore[misc]
     with pytest.raises(TypeError):
@@ -408,7 +423,8 @@ def test_conf_error_message_is_one_line() -> None:
 
 FRAGMENTS = [
     "group", "external", "match", "reject", "header", "sendmail", "timeout", "spool_dir",
-    "notify_failure_interval", "notify_failure_cmd", "notify_success_cmd", "x", "_a1",
+    "notify_failure_interval", "notify_failure_cmd", "notify_success_cmd", "permanent",
+    "report_maildir", "max_age", "permanent_failures", "\"65 67\"", "\"no\"", "x", "_a1",
     "{", "}", "=", '"', '""', '"ssh -q host -t"', "\"'\"", '"a\\.b"', "\\", "\\\"",
     "5m", "0s", "1h", "12", "5x", "99999999999d", "#", "# comment\n", "\n", "\r\n", "\r",
     " ", "\t", ";", "@", "é", "\x00", "\u2028",

@@ -13,28 +13,39 @@ from ..core.tokens import TokenStream, _Frozen, read_config_file, shorten, token
 __all__ = ["ExtsmailConf", "parse_extsmail_conf", "read_config_file"]
 
 
-
 class ExtsmailConf(_Frozen):
     """The extsmail conf file (extsmail.conf(5)).
 
-    spool_dir is as written: a leading `~` is the caller's to expand.
-    notify_failure_interval is in seconds, 0 meaning never.
+    spool_dir and report_maildir are as written: a leading `~` is the
+    caller's to expand.  notify_failure_interval is in seconds, 0 meaning
+    never.  report_maildir is None when not given (the caller's default),
+    "" for no reports.  max_age is in seconds, 0 meaning no limit.
+    permanent_failures is False when the conf says "no": every failure is
+    then retried, as the C extsmaild does.
     """
 
     __slots__ = ("spool_dir", "notify_failure_interval", "notify_failure_cmd",
-                 "notify_success_cmd")
+                 "notify_success_cmd", "report_maildir", "max_age", "permanent_failures")
     spool_dir: str
     notify_failure_interval: int
     notify_failure_cmd: "str | None"
     notify_success_cmd: "str | None"
+    report_maildir: "str | None"
+    max_age: int
+    permanent_failures: bool
 
     def __init__(self, spool_dir: str, notify_failure_interval: int = 0,
                  notify_failure_cmd: "str | None" = None,
-                 notify_success_cmd: "str | None" = None) -> None:
+                 notify_success_cmd: "str | None" = None,
+                 report_maildir: "str | None" = None, max_age: int = 0,
+                 permanent_failures: bool = True) -> None:
         self._set("spool_dir", spool_dir)
         self._set("notify_failure_interval", notify_failure_interval)
         self._set("notify_failure_cmd", notify_failure_cmd)
         self._set("notify_success_cmd", notify_success_cmd)
+        self._set("report_maildir", report_maildir)
+        self._set("max_age", max_age)
+        self._set("permanent_failures", permanent_failures)
 
 
 _CONF_TYPES = {
@@ -42,7 +53,11 @@ _CONF_TYPES = {
     "notify_failure_interval": "TIME",
     "notify_failure_cmd": "STRING",
     "notify_success_cmd": "STRING",
+    "report_maildir": "STRING",
+    "max_age": "TIME",
+    "permanent_failures": "STRING",
 }
+_BOOLEANS = {"yes": True, "no": False}
 
 
 def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
@@ -51,7 +66,7 @@ def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
     Unlike the C extsmail, a key given twice is an error (it kept the last).
     """
     ts = TokenStream(tokenize(data, path), path)
-    values: dict[str, str | int] = {}
+    values: dict[str, str | int | bool] = {}
     lines: dict[str, int] = {}
     while not ts.at_eof():
         key, value = ts.assignment("a key")
@@ -63,7 +78,13 @@ def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
         ts.check_type(key, value, _CONF_TYPES[name])
         if name == "spool_dir" and value.value == "":
             raise ts.error(key, "spool_dir is empty")
-        values[name] = value.value
+        if name == "permanent_failures":
+            if value.value not in _BOOLEANS:
+                raise ts.error(key, "'permanent_failures' takes \"yes\" or \"no\", "
+                               f"not \"{shorten(str(value.value))}\"")
+            values[name] = _BOOLEANS[str(value.value)]
+        else:
+            values[name] = value.value
         lines[name] = key.line
     if "spool_dir" not in values:
         raise ConfigError(path, 0, "spool_dir not set")
