@@ -8,6 +8,9 @@ Layout (shared with the C extsmail, which must keep working on it):
     spool_dir/tmp/           ours only: messages being written (the C
                              extsmaild reads msgs/ alone, so it never sees
                              a message that is not complete)
+    spool_dir/failed/        ours only: messages that failed permanently
+                             (`set_aside`), never retried until
+                             `put_back` moves them back into msgs/
 
 A message file is the v1 format, byte for byte what the C tools write:
 
@@ -22,6 +25,10 @@ Contracts:
   extsmail holds that lock while it writes in place, so a locked or empty
   file is skipped, never touched.  `remove` unlinks a message only for the
   holder of its lock, and only after an external accepted it.
+- A message moves between msgs/ and failed/ only by link and unlink under
+  its lock, both directories fsynced: it is always in one of them (after
+  a crash, possibly in both, which put_back and set_aside tolerate), never
+  lost and never overwritten.
 
 This module must stay cheap to import: extsmail imports it for every mail.
 """
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
 VERSION_LINE = b"v1\n"
 MSGS = "msgs"
 TMP = "tmp"
+FAILED = "failed"
 LOCK_NAME = "extsmaild.lock"
 CHUNK = 1 << 16
 # A header longer than this is not a v1 spool file but garbage.  Linux
@@ -291,7 +299,10 @@ def open_message(path: str) -> "QueuedMessage | None":
 
 def list_messages(spool_dir: str) -> "list[str]":
     """Paths of the files in msgs/, oldest first (by mtime, then name)."""
-    msgs = paths.join(spool_dir, MSGS)
+    return _listing(paths.join(spool_dir, MSGS))
+
+
+def _listing(msgs: str) -> "list[str]":
     entries = []
     try:
         with posix.scandir(msgs) as it:
@@ -323,6 +334,69 @@ def remove(message: "QueuedMessage") -> None:
         return
     except OSError as exc:
         raise IOFailure(f"cannot remove {message.path}: {exc.strerror}") from None
+
+
+def _move(source: str, directory: str) -> str:
+    """Link `source` into `directory` under its name, then unlink it; fsync
+    `directory`, then the source's.  A file of that name already in
+    `directory` is the same message, left there by a crash between the
+    link and the unlink: kept, and the source unlinked."""
+    target = paths.join(directory, paths.basename(source))
+    try:
+        posix.link(source, target)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise IOFailure(f"cannot move {source} to {directory}: {exc.strerror}") from None
+    fsync_dir(directory)
+    try:
+        posix.unlink(source)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise IOFailure(f"cannot remove {source}: {exc.strerror}") from None
+    fsync_dir(paths.dirname(source))
+    return target
+
+
+def set_aside(message: "QueuedMessage", spool_dir: str) -> str:
+    """Move a message that failed permanently (its lock held) from msgs/
+    to failed/, durably; return its new path.  Raises IOFailure or
+    SpoolError."""
+    return _move(message.path, _subdir(spool_dir, FAILED))
+
+
+def list_failed(spool_dir: str) -> "list[str]":
+    """Paths of the files in failed/, oldest first (by mtime, then name)."""
+    return _listing(paths.join(spool_dir, FAILED))
+
+
+def put_back(spool_dir: str, name: str, now: float) -> "str | None":
+    """Move failed/NAME back into msgs/ to be delivered again, its queue
+    time set to `now` (a queue lifetime starts again); return its msgs/
+    path, or None when there is no such failed message.  Raises
+    IOFailure or SpoolError."""
+    path = paths.join(spool_dir, FAILED, name)
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IOFailure(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else moves it meanwhile
+        try:
+            posix.lstat(path)
+        except FileNotFoundError:
+            return None  # put back by someone else while we waited
+        posix.utime(fd, (now, now))
+        return _move(path, _subdir(spool_dir, MSGS))
+    except OSError as exc:
+        raise IOFailure(f"cannot put {path} back: {exc.strerror}") from None
+    finally:
+        posix.close(fd)
 
 
 def sync_removals(spool_dir: str) -> None:
