@@ -170,7 +170,8 @@ def test_bash_completion_loads_each_file_on_demand(complete, command: str) -> No
 OPTIONS = {
     "extsmail": {"--version", "--help"},
     "extsmaild": {"-c", "--conf", "-e", "--externals", "-m", "--mode", "-f", "--foreground",
-                  "-t", "--test", "--flush", "--list", "--show", "--delete", "-j", "--jobs",
+                  "-t", "--test", "--flush", "--list", "--show", "--delete", "--failed",
+                  "--retry", "-j", "--jobs",
                   "--stall-timeout", "-v", "--version", "-h", "--help"},
     "watch-maildirs": {"-m", "--maildir=", "--exit-on-new-folder", "--delimiter=", "-V",
                        "--version", "-h", "--help"},

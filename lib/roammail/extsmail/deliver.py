@@ -16,6 +16,16 @@ Contracts:
 - The last delivery error of each message is kept in
   spool_dir/errors/NAME for --list (`record_error`, `read_error`); those
   notes are best effort and never fail a delivery.
+- A failure is permanent when the external exits with one of its
+  `permanent` statuses (externals.DEFAULT_PERMANENT unless the externals
+  file says), and only then: a signal, a stall or any other status is
+  temporary.  A permanent failure is about the message, so no further
+  external is tried: the message is reported into the user's maildir
+  (report.py) and set aside in spool_dir/failed/ (spool.set_aside), never
+  retried.  So is a message that failed temporarily once it has been
+  queued for max_age.  With `permanent_failures = "no"` every failure is
+  temporary and nothing is set aside for its age either (the C extsmaild's
+  behaviour).
 
 What a pass with an empty queue does not need (headers and their regex
 engine, child, random, threading, sshshare) is imported late, when a
@@ -81,10 +91,11 @@ def plan(externals, failed: set[str], last_success: dict[str, float], started: f
 
 
 class CycleResult:
-    __slots__ = ("sent", "failed", "remaining", "sent_names", "oldest_failed")
+    __slots__ = ("sent", "failed", "remaining", "sent_names", "oldest_failed", "set_aside")
 
     def __init__(self) -> None:
         self.sent = 0
+        self.set_aside = 0   # messages moved to failed/: reported, not retried
         self.failed = 0      # delivery failures: backoff and notification
         self.remaining = 0   # messages still queued afterwards (any reason)
         self.sent_names: list[str] = []
@@ -172,6 +183,8 @@ class Deliverer:
                 result.oldest_failed = queued
         elif outcome == "kept":
             result.remaining += 1
+        elif outcome == "set aside":
+            result.set_aside += 1
 
     def _deliver_concurrently(self, paths: list[str], failed_externals: set[str],
                               result: CycleResult) -> None:
@@ -210,7 +223,8 @@ class Deliverer:
             raise errors[0]
 
     def deliver_path(self, path: str, failed_externals: set[str]) -> str:
-        """Deliver one queued file: "sent", "failed", "kept" or "gone"."""
+        """Deliver one queued file: "sent", "failed", "set aside", "kept" or
+        "gone"."""
         name = os.path.basename(path)
         try:
             message = spool.open_message(path)
@@ -230,6 +244,24 @@ class Deliverer:
 
     def deliver(self, message: spool.QueuedMessage, failed_externals: set[str],
                 name: str) -> str:
+        """Try the externals for `message`: "sent", "failed", "set aside" or
+        "kept"."""
+        outcome, error = self.attempt(message, failed_externals, name)
+        if outcome != "failed" or not self.settings.conf.permanent_failures:
+            return outcome
+        max_age = self.settings.conf.max_age
+        if max_age and time.time() - message.mtime >= max_age:
+            from ..core.times import render_duration
+
+            return self.set_aside(message, name, f"still not sent after "
+                                  f"{render_duration(max_age)} (max_age); last error: "
+                                  + error.split("\n", 1)[0], error.partition("\n")[2])
+        return outcome
+
+    def attempt(self, message: spool.QueuedMessage, failed_externals: set[str],
+                name: str) -> tuple[str, str]:
+        """deliver() without the queue lifetime: the outcome, and for a
+        failure the error noted for --list."""
         from ..core.headers import header_lines, read_head, select
 
         path = message.path
@@ -237,12 +269,14 @@ class Deliverer:
         lines = header_lines(read_head(message.stream()))
         chosen = select(self.settings.groups, lines)
         if chosen is None:
-            self.record_error(name, "no group of the externals file matches its headers")
+            error = "no group of the externals file matches its headers"
+            self.record_error(name, error)
             self.log.error("%s: no group of %s matches its headers; left in the queue",
                            name, self.settings.externals_path)
-            return "failed"
+            return "failed", error
         now = time.time()
         tried = False
+        error = ""
         for external in plan(chosen.group.externals, failed_externals, self.last_success,
                              self.started, now, self.daemon):
             tried = True
@@ -258,18 +292,28 @@ class Deliverer:
                 self.last_success[external.name] = time.time()
                 self.log.info("%s: sent via %s (%d bytes)", name, external.name,
                               message.size - message.body_offset)
-                return "sent"
+                return "sent", ""
             if res.aborted:
                 self.log.info("%s: delivery via %s stopped: extsmaild is exiting; "
                               "the message stays queued", name, external.name)
-                return "kept"
+                return "kept", ""
             why = res.describe()
             err = stderr_text(res)
             with self._log_lock:  # a failure's lines stay together
                 for line in failure_lines(external.name, external.sendmail, path, res):
                     self.log.error("%s", line)
-                self.log.error("%s: external %s failed: %s", name, external.name, why)
-            self.record_error(name, f"via {external.name}: {why}" + (f"\n{err}" if err else ""))
+                if self.is_permanent(external, res):
+                    self.log.error("%s: external %s failed permanently: %s", name,
+                                   external.name, why)
+                else:
+                    self.log.error("%s: external %s failed: %s", name, external.name, why)
+            if self.is_permanent(external, res):
+                # About the message, not the external: no other external is
+                # tried, and the external stays usable for other messages.
+                return self.set_aside(message, name, f"via {external.name}: {why} "
+                                      "(a permanent failure)", err), ""
+            error = f"via {external.name}: {why}" + (f"\n{err}" if err else "")
+            self.record_error(name, error)
             failed_externals.add(external.name)
             if holds_back(external, self.last_success, self.started, time.time(),
                           self.daemon):
@@ -278,8 +322,36 @@ class Deliverer:
             names = ", ".join(e.name for e in chosen.group.externals if e.name in failed_externals)
             self.log.error("%s: not tried: %s failed earlier in this cycle; left in the queue",
                            name, names)
-            self.record_error(name, f"not tried: {names} failed earlier in this cycle")
-        return "failed"
+            error = f"not tried: {names} failed earlier in this cycle"
+            prior = self.read_error(name)
+            self.record_error(name, error)
+            if prior:  # the last real error, for a report on the queue lifetime
+                error = prior.split(" ", 2)[-1]
+        return "failed", error
+
+    def is_permanent(self, external, res) -> bool:
+        """Whether a failed try says the message can never be sent."""
+        return (self.settings.conf.permanent_failures and res.signal is None
+                and res.error is None and not res.stalled
+                and res.returncode in external.permanent)
+
+    def set_aside(self, message: spool.QueuedMessage, name: str, reason: str,
+                  detail: str) -> str:
+        """Report a message that will not be sent and move it to failed/;
+        "set aside", or "kept" when it could not be moved (it is then
+        tried again, and reported again)."""
+        from .report import report_failure
+
+        report_failure(self.settings, self.log, message, name, reason, detail)
+        self.record_error(name, reason + (f"\n{detail}" if detail else ""))
+        try:
+            where = spool.set_aside(message, self.settings.spool_dir)
+        except RoammailError as exc:
+            self.log.error("%s: cannot set it aside, left in the queue: %s", name, exc)
+            return "kept"
+        self.log.error("%s: not sent, and not tried again: %s; moved to %s", name, reason,
+                       where)
+        return "set aside"
 
     # -- last-error notes, for --list ---------------------------------------
 
@@ -288,6 +360,9 @@ class Deliverer:
 
     def clear_error(self, name: str) -> None:
         clear_error(self.settings.spool_dir, name)
+
+    def read_error(self, name: str) -> str | None:
+        return read_error(self.settings.spool_dir, name)
 
 
 # -- failure log lines ---------------------------------------------------------

@@ -7,6 +7,8 @@ Usage:
   extsmaild [options] --list
   extsmaild [options] --show ID
   extsmaild [options] --delete ID...
+  extsmaild [options] --failed
+  extsmaild [options] --retry ID...
   extsmaild -V | -v | --version
   extsmaild -h | --help
 
@@ -28,6 +30,8 @@ Options:
   --list                     List the queued messages.
   --show                     Print the queued message ID as it will be sent.
   --delete                   Remove the queued messages ID... unsent.
+  --failed                   List the messages that failed for good.
+  --retry                    Put the failed messages ID... back in the queue.
   -j N, --jobs N             Hand up to N messages at once to the externals
                              (1: one at a time, as the original) [default: 4].
   --stall-timeout SECONDS    Kill an external that makes no I/O progress for
@@ -324,6 +328,7 @@ _DOCOPT_DEFAULTS: dict[str, object] = {
     "--mode": "batch",
     "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
     "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
+    "--failed": False, "--retry": False,
     "-v": False,
     "--help": False,
 }
@@ -374,8 +379,9 @@ def run(argv: list[str] | None) -> int:
     if args["--test"]:
         return test_config(conf_opt, args["EXTERNALS"] or externals_opt, sys.stdout,
                            sys.stderr)
-    if args["--list"] or args["--show"] or args["--delete"]:
-        from .queue import delete_messages, list_queue, show_message
+    if args["--list"] or args["--show"] or args["--delete"] or args["--failed"] \
+            or args["--retry"]:
+        from .queue import delete_messages, list_failed, list_queue, retry_messages, show_message
 
         _, conf = load_conf(conf_opt)
         spool_dir = locations.expand_home(conf.spool_dir)
@@ -384,6 +390,10 @@ def run(argv: list[str] | None) -> int:
             return list_queue(spool_dir, sys.stdout)
         if args["--show"]:
             return show_message(spool_dir, args["ID"][0])
+        if args["--failed"]:
+            return list_failed(spool_dir, sys.stdout)
+        if args["--retry"]:
+            return retry_messages(spool_dir, args["ID"], setup_log(stderr=True))
         return delete_messages(spool_dir, args["ID"], setup_log(stderr=True))
     settings = load_settings(conf_opt, externals_opt)
     if args["--flush"]:

@@ -1,7 +1,9 @@
-"""queue.py: the queue commands of extsmaild: --list, --show and --delete.
+"""queue.py: the queue commands of extsmaild: --list, --show, --delete,
+--failed and --retry.
 
 A message is named by its file name in spool_dir/msgs/, or by a prefix
-of it that names no other (`resolve_id`).  --list and --show read a
+of it that names no other (`resolve_id`); a failed one (--failed, --retry)
+the same way in spool_dir/failed/.  --list and --show read a
 message even while it is being delivered (without its lock); --delete
 removes a message only for the holder of its lock (spool.remove), so
 never one an external has right now, and removes a corrupt one at once.
@@ -22,11 +24,13 @@ from . import spool
 from .deliver import clear_error, read_error
 
 
-def resolve_id(spool_dir: str, ident: str) -> str:
-    """The msgs/ path of a queue ID (a whole name, or a unique prefix)."""
+def resolve_id(spool_dir: str, ident: str, failed: bool = False) -> str:
+    """The msgs/ path of a queue ID (a whole name, or a unique prefix); with
+    `failed`, the failed/ path of a failed message's ID."""
     if "/" in ident or not ident or ident.startswith("."):
         raise UsageError(f"bad message ID '{ident}'")
-    paths = spool.list_messages(spool_dir)
+    paths = spool.list_failed(spool_dir) if failed else spool.list_messages(spool_dir)
+    what = "failed message" if failed else "queued message"
     exact = [p for p in paths if os.path.basename(p) == ident]
     if exact:
         return exact[0]
@@ -34,7 +38,7 @@ def resolve_id(spool_dir: str, ident: str) -> str:
     if len(prefixed) == 1:
         return prefixed[0]
     if not prefixed:
-        raise DataError(f"no queued message {ident}")
+        raise DataError(f"no {what} {ident}")
     raise UsageError(f"message ID '{ident}' is ambiguous ({len(prefixed)} messages)")
 
 
@@ -61,27 +65,55 @@ def human_age(seconds: float) -> str:
 def list_queue(spool_dir: str, out) -> int:
     now = time.time()
     for path in spool.list_messages(spool_dir):
-        name = os.path.basename(path)
-        try:
-            message = _open_for_reading(path)
-        except DataError as exc:
-            out.write(f"{name}  corrupt: {exc}\n")
-            continue
-        if message is None:
-            continue
-        with message:
-            info = header_summary(message)
-            size = message.size - message.body_offset
-            args = " ".join(os.fsdecode(a) for a in message.args)
-            out.write(f"{name}  {human_age(now - message.mtime)}  {size} bytes\n")
-            out.write(f"  From: {info.get('from', '')}\n  To: {info.get('to', '')}\n")
-            out.write(f"  Subject: {info.get('subject', '')}\n  Arguments: {args}\n")
-        err = read_error(spool_dir, name)
-        if err:
-            # The external's stderr follows on lines of their own, indented.
-            first, *rest = err.split("\n")
-            out.write(f"  Last error: {first}\n")
-            out.writelines(f"    {line}\n" if line else "\n" for line in rest)
+        _describe(spool_dir, path, now, "Last error", out)
+    failed = len(spool.list_failed(spool_dir))
+    if failed:
+        out.write(f"({failed} failed message{'s' if failed > 1 else ''}, not retried: "
+                  "extsmaild --failed lists them)\n")
+    return 0
+
+
+def list_failed(spool_dir: str, out) -> int:
+    """--failed: the messages set aside in failed/, with why."""
+    now = time.time()
+    for path in spool.list_failed(spool_dir):
+        _describe(spool_dir, path, now, "Error", out)
+    return 0
+
+
+def _describe(spool_dir: str, path: str, now: float, error_label: str, out) -> None:
+    name = os.path.basename(path)
+    try:
+        message = _open_for_reading(path)
+    except DataError as exc:
+        out.write(f"{name}  corrupt: {exc}\n")
+        return
+    if message is None:
+        return
+    with message:
+        info = header_summary(message)
+        size = message.size - message.body_offset
+        args = " ".join(os.fsdecode(a) for a in message.args)
+        out.write(f"{name}  {human_age(now - message.mtime)}  {size} bytes\n")
+        out.write(f"  From: {info.get('from', '')}\n  To: {info.get('to', '')}\n")
+        out.write(f"  Subject: {info.get('subject', '')}\n  Arguments: {args}\n")
+    err = read_error(spool_dir, name)
+    if err:
+        # The external's stderr follows on lines of their own, indented.
+        first, *rest = err.split("\n")
+        out.write(f"  {error_label}: {first}\n")
+        out.writelines(f"    {line}\n" if line else "\n" for line in rest)
+
+
+def retry_messages(spool_dir: str, idents: list[str], log) -> int:
+    """--retry: move failed messages back into the queue, to be sent by
+    the next pass (of a daemon, at once: it sees them arrive)."""
+    names = [os.path.basename(resolve_id(spool_dir, ident, failed=True)) for ident in idents]
+    for name in names:
+        if spool.put_back(spool_dir, name, time.time()) is None:
+            continue  # put back by another --retry meanwhile
+        clear_error(spool_dir, name)
+        log.info("%s: back in the queue", name)
     return 0
 
 
