@@ -590,3 +590,43 @@ def test_one_extsmaild_per_spool_across_implementations(world: World) -> None:
         # The C removes its lock file on exit; ours leaves it (unlinking a
         # lock file lets two daemons hold "it").
         assert lock.exists() == (holder == "ours")
+
+
+def test_a_c_message_refused_for_good_is_set_aside_and_retried(world: World,
+                                                                smtp_server) -> None:
+    """A message the C extsmail queued, refused with 550 through real msmtp:
+    ours sets it aside in failed/ with a report, which the C extsmaild never
+    looks at; put back with --retry, the C extsmaild delivers it."""
+    from extsmail.test_clients import externals_string, msmtp_command
+
+    maildir = world.home.home / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    smtp_server.clear()
+    world.home.write_externals(
+        f"group {{ external smtp {{ sendmail = "
+        f"{externals_string(msmtp_command(smtp_server.port))} }} }}\n")
+    try:
+        smtp_server.rcpt_response = "550 5.1.1 no such user"
+        queued = world.enqueue("c", [b"-oi", b"-t"], message(b"refused"))
+        res = world.deliver("ours")
+        assert res.returncode == 0, res.stderr
+        assert world.home.queued() == []
+        assert [p.name for p in (world.home.spool / "failed").iterdir()] == [queued.name]
+        assert len(list((maildir / "new").iterdir())) == 1
+
+        smtp_server.clear()  # the server would take it now
+        res = world.deliver("c")
+        assert res.returncode == 1  # an empty queue, to the C extsmaild
+        assert smtp_server.connections == 0
+
+        res = world.ours("extsmaild", "--retry", queued.name)
+        assert res.returncode == 0, res.stderr
+        assert world.home.queued() == [queued]
+        res = world.deliver("c")
+        assert res.returncode == 0, res.stderr
+        assert world.home.queued() == []
+        (got,) = smtp_server.wait_for_messages(1, timeout=WAIT_TIMEOUT)
+        assert b"Subject: refused" in got.content
+    finally:
+        smtp_server.clear()

@@ -7,7 +7,8 @@ stopped by `stop()` (idempotent, bounded; also a context manager).
 
 * `start_smtp_server()` -> `SmtpServer`: aiosmtpd, greets 220, records every
   message (`messages`, `clear()`, `wait_for_messages()`); set `data_response`
-  (e.g. "451 4.3.0 try later") to make it refuse DATA.
+  (e.g. "451 4.3.0 try later") to make it refuse DATA, `rcpt_response`
+  (e.g. "550 5.1.1 no such user") to make it refuse every recipient.
 * `start_greets_554()`: sends "554 no service" and closes.
 * `start_silent()`: accepts and never speaks; connections stay open until
   `stop()`.
@@ -83,6 +84,13 @@ class _RecordingHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         return self._server._record(envelope)
 
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        response = self._server.rcpt_response
+        if response.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return response
+
 
 class _CountingSMTP(SMTP):
     def __init__(self, *args: Any, on_connect: Callable[[asyncio.BaseTransport], None],
@@ -125,13 +133,15 @@ class SmtpServer:
 
     Attributes: host, port, address ((host, port)), connections (accepted so
     far; the start-up probe is not counted), messages (list of Received),
-    data_response (reply to DATA, "250 OK" by default).
+    data_response (reply to DATA, "250 OK" by default), rcpt_response
+    (reply to each RCPT, "250 OK" by default).
     """
 
     def __init__(self, host: str = DEFAULT_HOST) -> None:
         self.host = host
         self.port = 0
         self.data_response = "250 OK"
+        self.rcpt_response = "250 OK"
         self._lock = threading.Lock()
         self._messages: list[Received] = []
         self._connections = Counter()
@@ -164,10 +174,12 @@ class SmtpServer:
             return list(self._messages)
 
     def clear(self) -> None:
-        """Forget received messages and connections; restore data_response."""
+        """Forget received messages and connections; restore data_response
+        and rcpt_response."""
         with self._lock:
             self._messages.clear()
             self.data_response = "250 OK"
+            self.rcpt_response = "250 OK"
         self.reset_connections()
 
     def wait_for_messages(self, count: int = 1, timeout: float = 5.0) -> list[Received]:
