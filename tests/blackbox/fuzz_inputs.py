@@ -897,14 +897,16 @@ MSWATCH_OPTIONS = {
     "-d|--dry": None, "-q|--quiet": None, "-f|--foreground": None,
     "--pid-file": st.sampled_from(WRITE_PATHS), "--hooks": st.sampled_from(READ_PATHS),
     "-l|--log-file": st.sampled_from(WRITE_PATHS),
-    "--sync-now": None, "-V|--version": None, "-h|--help|-?": None,
+    "--sync-now": None, "--network-changed": None, "-V|--version": None,
+    "-h|--help|-?": None,
 }
 
 
 @st.composite
 def mswatch_case(draw):
     files = {".mswatchrc": draw(config_file(mswatchrc_text(), ["store", "watch", "sync"]))}
-    forms = st.sampled_from([[], [], ["-f"], ["-d"], ["--sync-now"], ["--daemon"]])
+    forms = st.sampled_from([[], [], ["-f"], ["-d"], ["--sync-now"], ["--network-changed"],
+                              ["--daemon"]])
     argv = draw(argv_of(MSWATCH_OPTIONS, forms))
     if "--daemon" in argv:  # never detach from the test
         argv = ["-f" if word == "--daemon" else word for word in argv]

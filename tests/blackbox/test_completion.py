@@ -181,7 +181,7 @@ OPTIONS = {
     "socketwatch": {"-t", "--timeout=", "--grace=", "-h", "--help", "-V", "--version"},
     "mswatch": {"-c", "--config=", "-d", "--dry", "-q", "--quiet", "-f", "--foreground",
                 "--daemon", "--pid-file=", "--hooks=", "-l", "--log-file=", "--sync-now",
-                "-V", "--version", "-h", "--help"},
+                "--network-changed", "-V", "--version", "-h", "--help"},
     "syncmail": {"-c", "--config=", "-n", "--dry-run", "-v", "--verbose", "-q", "--quiet",
                  "--offline-ok", "--hooks", "-h", "--help"},
     "smtpdcheck": {"--stop", "--timeout", "--port", "--sequential", "--cache", "--no-cache",

@@ -1,22 +1,29 @@
 """Fixtures of the mswatch tests: the INSTALLED mswatch, run in the foreground.
 
 `mswatch_run(rc_text)` writes the config into a per-test HOME, starts
-`mswatch -f -c RC --pid-file P --log-file LOG` and returns a Running:
+`mswatch -f -c RC --pid-file P --log-file LOG` (inside network namespace
+NS with netns=NS) and returns a Running:
 `wait_log(text)` waits (bounded) for a log line, `stop()` sends SIGTERM and
 returns the exit status.  `recorder(fail_first=N, run=...)` writes a sync
 script that appends "START <epoch> ARGS" (and "END <epoch> STATUS") to a
 file, fails its first N runs, and with run=True runs its arguments (the
 real sync) after those.  Every process is killed at teardown, whatever the
-test did.
+test did.  `netns`: a network namespace of the test's own with a veth pair,
+its links and routes changed with ip(8); removed at the end.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 from mswatch_helpers import RECORDER, Running
+
+from peers.require import require_program
 
 
 @pytest.fixture
@@ -30,7 +37,8 @@ def home(tmp_path: Path) -> Path:
 def mswatch_run(installed, home: Path, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(rc_text: str, *extra: str, env_extra: dict | None = None) -> Running:
+    def start(rc_text: str, *extra: str, env_extra: dict | None = None,
+              netns: str | None = None) -> Running:
         rc = home / ".mswatchrc"
         rc.write_text(rc_text)
         n = len(started)
@@ -38,6 +46,8 @@ def mswatch_run(installed, home: Path, tmp_path: Path) -> Iterator[Callable[...,
                 "--pid-file", str(tmp_path / f"mswatch{n}.pid"),
                 "--log-file", str(tmp_path / f"mswatch{n}.log"),
                 "--hooks", str(home / "hooks"), *extra]
+        if netns is not None:  # ip(8) execs the tool: the pid stays mswatch's
+            argv = ["ip", "netns", "exec", netns, *argv]
         env = installed.env(HOME=str(home), **(env_extra or {}))
         env.pop("XDG_CONFIG_HOME", None)
         env.pop("XDG_RUNTIME_DIR", None)
@@ -70,3 +80,49 @@ def recorder(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
         return script, log
 
     return make
+
+
+class Netns:
+    """A network namespace with a veth pair v0 (inside) - v1 (its peer, up)."""
+
+    ADDRESS = "10.78.0.2/24"
+    GATEWAY = "10.78.0.1"
+    OTHER_GATEWAY = "10.78.0.3"  # a second gateway on v0's network
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.etc = Path("/etc/netns") / name
+
+    def ip(self, *args: str) -> None:
+        subprocess.run(["ip", "-n", self.name, *args], check=True, timeout=10,
+                       stdout=subprocess.DEVNULL)
+
+    def sh(self, script: str) -> None:
+        subprocess.run(["ip", "netns", "exec", self.name, "sh", "-ec", script],
+                       check=True, timeout=30)
+
+    def go_online(self) -> None:
+        self.ip("address", "add", self.ADDRESS, "dev", "v0")
+        self.ip("link", "set", "v0", "up")
+        self.ip("route", "add", "default", "via", self.GATEWAY, "dev", "v0")
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    """A namespace of the test's own (and its /etc/netns/NAME/resolv.conf,
+    which `ip netns exec` mounts over /etc/resolv.conf), removed at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    require_program("ip")
+    ns = Netns(f"roammail-mswatch-{os.getpid()}")
+    subprocess.run(["ip", "netns", "del", ns.name], stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(["ip", "netns", "add", ns.name], check=True, timeout=10)
+    try:
+        ns.etc.mkdir(parents=True, exist_ok=True)
+        (ns.etc / "resolv.conf").write_text("nameserver 10.78.0.53\n")
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ns.ip("link", "set", "v1", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns.name], check=False, timeout=10)
+        shutil.rmtree(ns.etc, ignore_errors=True)

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from peers.maildirs import make_maildir
+
 START_TIMEOUT = 20.0  # s: both watchers ready and the first full sync done
 WAIT_TIMEOUT = 15.0  # s: the longest any single expectation may take
 
@@ -102,3 +104,24 @@ def group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def rc_text(tmp_path: Path, script: Path, extra: str = "") -> str:
+    a = make_maildir(tmp_path / "A", folders=["lists"])
+    b = make_maildir(tmp_path / "B")
+    return f"""\
+base_delay 0.2
+inter_delay 0.2
+poll_period 0
+sync {script} -x
+mailbox_prefix work :
+{extra}
+store local {{ watch watch-maildirs -m {a} }}
+store work  {{ watch watch-maildirs -m {b} }}
+"""
+
+
+def watcher_pids(mswatch_pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(mswatch_pid)],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]

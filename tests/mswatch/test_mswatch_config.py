@@ -47,6 +47,13 @@ def test_defaults_and_units() -> None:
     assert (t.base_delay, t.inter_delay, t.max_delay, t.poll_period) == (30, 60, 600, 86400)
     assert c.prefix is None
     assert c.stores[0].watch == ("x",)
+    assert c.network_events
+
+
+def test_network_events() -> None:
+    rc = "sync s\nnetwork_events VALUE\nstore a { watch x }\nstore b { watch y }\n"
+    assert not parse_mswatchrc(rc.replace("VALUE", "no"), "rc").network_events
+    assert parse_mswatchrc(rc.replace("VALUE", "yes"), "rc").network_events
 
 
 def test_double_quotes() -> None:
@@ -78,6 +85,8 @@ BAD = [
     ('sync "s\nstore a { watch x }\nstore b { watch y }\n', 1, "unterminated"),
     ("store a { watch x }\nstore b { watch y }\n", 2, "no 'sync'"),
     ("sync s\nmailbox_prefix\nstore a { watch x }\nstore b { watch y }\n", 2, "mailbox_prefix"),
+    ("sync s\nnetwork_events off\nstore a { watch x }\nstore b { watch y }\n", 2,
+     "network_events takes yes or no"),
 ]
 
 

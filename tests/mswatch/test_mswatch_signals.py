@@ -10,32 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from mswatch_helpers import START_TIMEOUT, group_alive, starts, wait_starts
+from mswatch_helpers import (
+    START_TIMEOUT,
+    group_alive,
+    rc_text,
+    starts,
+    wait_starts,
+    watcher_pids,
+)
 
-from peers.maildirs import add_message, make_maildir
+from peers.maildirs import add_message
 
 pytestmark = pytest.mark.slow  # real watchers (inotify) and processes
-
-
-def rc_text(tmp_path: Path, script: Path, extra: str = "") -> str:
-    a = make_maildir(tmp_path / "A", folders=["lists"])
-    b = make_maildir(tmp_path / "B")
-    return f"""\
-base_delay 0.2
-inter_delay 0.2
-poll_period 0
-sync {script} -x
-mailbox_prefix work :
-{extra}
-store local {{ watch watch-maildirs -m {a} }}
-store work  {{ watch watch-maildirs -m {b} }}
-"""
-
-
-def watcher_pids(mswatch_pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(mswatch_pid)],
-                         capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def test_start_full_sync_then_changed_mailboxes_only(tmp_path, mswatch_run, recorder) -> None:

@@ -151,6 +151,12 @@ def test_our_block_alone_defaults(home: Path) -> None:
     b = resolve_account("a", write(home, "d", 'account a { host = "h" user = "u" '
                                               'tls = "starttls" }'), "/nonexistent")
     assert (b.tls, b.port) == ("starttls", 143)
+    assert a.network_events and b.network_events
+
+
+def test_network_events_can_be_turned_off(home: Path) -> None:
+    conf = write(home, "c", 'account a { host = "h" user = "u" network_events = "no" }\n')
+    assert not resolve_account("a", conf, str(home / "missing")).network_events
 
 
 @pytest.mark.parametrize("text,line,needle", [
@@ -167,6 +173,8 @@ def test_our_block_alone_defaults(home: Path) -> None:
     ('account a { host = "h" user = "u" port = 99999999999999 }', 1, "too large"),
     ('account a { mbsync = "nope" }', 1, "no IMAPAccount, IMAPStore or Channel 'nope'"),
     ('account a {\n tunnel = "x"\n tls = "imaps" }', 3, "TLS through a tunnel"),
+    ('account a { host = "h" user = "u" network_events = "sometimes" }', 1,
+     "network_events must be yes or no"),
 ])
 def test_config_errors_name_file_and_line(home: Path, text: str, line: int,
                                           needle: str) -> None:

@@ -3,6 +3,7 @@
 Usage:
   mswatch [options] [-f | --daemon]
   mswatch [options] --sync-now
+  mswatch [options] --network-changed
   mswatch -V | --version
   mswatch -h | --help
 
@@ -22,6 +23,8 @@ Options:
                             hooks' output to FILE.
   --sync-now                Ask the running mswatch (see --pid-file) for a full
                             sync now, then exit.
+  --network-changed         Tell the running mswatch that the network changed:
+                            it restarts its watchers, then syncs everything.
   -V, --version             Print the version.
   -h, --help                Show this help (-? too).
 """
@@ -34,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .. import __version__
 from ..core import hookdirs, locations, lockfile
@@ -44,6 +47,9 @@ from ..core.errors import AlreadyRunning, IOFailure, RoammailError, UnavailableE
 from ..core.supervise import spawn_dying_with_us
 from .config import MswatchConfig, Store, read_mswatchrc
 from .plan import Schedule, StartSync, Wait, decide, sync_argv
+
+if TYPE_CHECKING:  # imported when used: only a running mswatch listens to the network
+    from ..core.roaming import NetworkEvents
 
 TOOL = "mswatch"
 WATCHER_BACKOFF_FIRST = 1.0  # s before the first restart of a dead watcher; doubles
@@ -55,6 +61,13 @@ LOOP_TICK = 30.0  # s: the longest select() ever sleeps (a safety net, not a pol
 READ_CHUNK = 65536
 MAX_LINE = 4096  # a watcher line longer than this is nonsense: dropped
 NOT_FOUND = 127  # the shell's (and so ssh's) exit status for "command not found"
+# The longest restart backoff of a watcher while the machine is offline: the
+# network's return restarts it at once anyway, when network events are on.
+OFFLINE_BACKOFF_MAX = 30.0
+# "The network changed" (mswatch --network-changed): SIGHUP, SIGUSR1 and
+# SIGUSR2 are taken, and SIGWINCH comes from a terminal being resized.
+NETWORK_SIGNAL = signal.SIGRTMIN
+NETWORK_SIGNAL_NAME = "SIGRTMIN"
 
 
 # ------------------------------------------------------------------ children
@@ -120,10 +133,19 @@ class Watcher:
         self.fd, self.stdin_w = out_r, in_w
         self.log.debug("store %s: watcher started (pid %d)", self.store.name, self.proc.pid)
 
-    def schedule_restart(self, now: float) -> None:
-        self.backoff = min(self.max_delay,
-                           WATCHER_BACKOFF_FIRST if not self.backoff else self.backoff * 2)
+    def schedule_restart(self, now: float, cap: Optional[float] = None) -> None:
+        """The next start after the backoff, doubled each time up to
+        max_delay (or `cap`, when lower)."""
+        limit = self.max_delay if cap is None else min(cap, self.max_delay)
+        self.backoff = min(limit, WATCHER_BACKOFF_FIRST if not self.backoff else self.backoff * 2)
         self.restart_at = now + self.backoff
+
+    def restart_now(self, now: float) -> None:
+        """Start again at once (stopping it first if running), backoff reset."""
+        if self.proc is not None or self.fd >= 0:
+            self.close()
+        self.backoff = 0.0
+        self.restart_at = now
 
     def read(self) -> Optional[list]:
         """Lines now available ("" is the ready line); None at EOF."""
@@ -189,6 +211,8 @@ class Mswatch:
         self.sync_action: Optional[StartSync] = None
         self.sync_started = 0.0
         self.flags: set[int] = set()
+        self.events: Optional[NetworkEvents] = None  # while they are listened to
+        self.offline = False  # the network events said offline (and not online since)
 
     def say(self, fmt: str, *args) -> None:
         (self.log.debug if self.quiet else self.log.info)(fmt, *args)
@@ -210,6 +234,10 @@ class Mswatch:
         if signal.SIGUSR2 in flags:
             self.log.info("full sync requested (SIGUSR2)")
             self.schedule.want_full(now, forced=True)
+        if NETWORK_SIGNAL in flags:
+            self.log.info("network change announced (%s): restarting the watchers, "
+                          "then a full sync", NETWORK_SIGNAL_NAME)
+            self.restart_watchers(now)
         return True
 
     def report_pending(self, now: float) -> None:
@@ -236,6 +264,12 @@ class Mswatch:
         for text in warning_lines(new):
             self.log.warning("%s", text)
         old, self.config = self.config, new
+        if new.network_events != old.network_events:
+            if new.network_events:
+                self.open_events()
+            else:
+                self.close_events()
+                self.offline = False
         self.schedule.timing = new.timing
         for w in self.watchers:
             w.max_delay = new.timing.max_delay
@@ -250,6 +284,84 @@ class Mswatch:
                              for s in new.stores]
             self.all_ready_once = False
         self.log.info("configuration reloaded from %s", self.config_path)
+
+    # -- the network ---------------------------------------------------------
+
+    def open_events(self) -> None:
+        """Listen to the machine's network events; without them (no
+        netlink, no pyroute2) one line says so and mswatch works as ever."""
+        from ..core.roaming import NetworkEvents
+
+        events = NetworkEvents()
+        try:
+            events.open()
+        except UnavailableError as exc:
+            self.log.info("no network events (%s): watchers and syncs are retried "
+                          "on their own schedule", exc)
+            return
+        self.events = events
+        if not events.online:
+            self.went_offline()
+
+    def close_events(self) -> None:
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+
+    def event_fds(self) -> list:
+        return self.events.fds() if self.events is not None else []
+
+    def poll_events(self, now: float) -> None:
+        """Act on the network events now due."""
+        if self.events is None:
+            return
+        try:
+            found = self.events.process()
+        except OSError as exc:
+            self.log.warning("network events failed (%s): carrying on without them",
+                             exc.strerror or exc)
+            self.close_events()
+            self.offline = False
+            return
+        self.on_network(found, now)
+
+    def on_network(self, found: list, now: float) -> None:
+        from ..core.roaming import CHANGED, OFFLINE, ONLINE, RESUMED
+
+        if OFFLINE in found:
+            self.went_offline()
+        elif CHANGED in found or RESUMED in found:
+            # Connections over the old network may be dead without anyone
+            # knowing yet: new ones, now.
+            self.offline = False
+            what = "changed" if CHANGED in found else "the machine woke up"
+            self.log.info("network %s: restarting the watchers, then a full sync", what)
+            self.restart_watchers(now)
+        elif ONLINE in found and self.offline:
+            self.offline = False
+            self.log.info("network back: restarting stopped watchers, then a full sync")
+            self.schedule.reset_backoff()
+            restarted = False
+            for w in self.watchers:
+                if w.restart_at is not None:
+                    w.restart_now(now)
+                    restarted = True
+            if not restarted and all(w.ready for w in self.watchers):
+                self.schedule.want_full(now)
+            # else: the full sync comes once every watcher is ready again
+
+    def went_offline(self) -> None:
+        if not self.offline:
+            self.offline = True
+            self.log.info("network offline: watcher restarts and failed syncs are not "
+                          "reported until it is back")
+
+    def restart_watchers(self, now: float) -> None:
+        """Every watcher started again at once; the full sync follows when
+        they are all ready."""
+        self.schedule.reset_backoff()
+        for w in self.watchers:
+            w.restart_now(now)
 
     # -- watchers ------------------------------------------------------------
 
@@ -273,9 +385,9 @@ class Mswatch:
 
     def on_eof(self, watcher: Watcher, now: float) -> None:
         code = watcher.close(exit_wait=WATCHER_EXIT_WAIT)
-        watcher.schedule_restart(now)
+        watcher.schedule_restart(now, OFFLINE_BACKOFF_MAX if self.offline else None)
         status = describe_returncode(code) if code is not None else "gone"
-        report = self.log.warning
+        report = self.log.debug if self.offline else self.log.warning
         if code == NOT_FOUND and not watcher.not_found_told:
             watcher.not_found_told = True
             self.log.error("%s", not_found_text(watcher.store))
@@ -342,7 +454,8 @@ class Mswatch:
         if code == 0:
             self.say("synced %s in %.1f s: exit status 0", self._what(action), took)
         else:
-            self.log.warning("sync of %s failed after %.1f s: %s; retry in %.0f s",
+            report = self.log.debug if self.offline else self.log.warning
+            report("sync of %s failed after %.1f s: %s; retry in %.0f s",
                              self._what(action), took, describe_returncode(code),
                              self.schedule.backoff)
         if hooks and not self.dry:
@@ -362,13 +475,16 @@ class Mswatch:
         os.set_blocking(wake_w, False)
         old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
-                   signal.SIGUSR2, signal.SIGCHLD)
+                   signal.SIGUSR2, signal.SIGCHLD, NETWORK_SIGNAL)
         old = {s: signal.signal(s, self._on_signal) for s in handled}
         self.log.info("started: config %s, stores %s", self.config_path,
                       " and ".join(s.name for s in self.config.stores))
         try:
+            if self.config.network_events:
+                self.open_events()
             self.loop(wake_r)
         finally:
+            self.close_events()
             self.stop_sync()
             for w in self.watchers:
                 w.close()
@@ -405,7 +521,9 @@ class Mswatch:
                                                                               w.restart_at)
             timeout = LOOP_TICK if wait_until is None else min(LOOP_TICK,
                                                                max(0.0, wait_until - now))
-            fds = [wake_r] + [w.fd for w in self.watchers if w.fd >= 0]
+            if self.events is not None:
+                timeout = min(timeout, self.events.timeout())
+            fds = [wake_r] + self.event_fds() + [w.fd for w in self.watchers if w.fd >= 0]
             try:
                 readable, _, _ = select.select(fds, [], [], timeout)
             except InterruptedError:
@@ -413,6 +531,7 @@ class Mswatch:
             if wake_r in readable:
                 _drain(wake_r)
             now = time.monotonic()
+            self.poll_events(now)
             for w in list(self.watchers):
                 if w.fd >= 0 and w.fd in readable:
                     lines = w.read()
@@ -612,6 +731,10 @@ def run(argv: Optional[list]) -> int:
     if args["--sync-now"]:
         pid = signal_running(pid_path, signal.SIGUSR2)
         sys.stdout.write(f"mswatch: asked pid {pid} for a full sync\n")
+        return 0
+    if args["--network-changed"]:
+        pid = signal_running(pid_path, NETWORK_SIGNAL)
+        sys.stdout.write(f"mswatch: told pid {pid} that the network changed\n")
         return 0
     config_path = find_config(args["--config"])
     config = read_mswatchrc(config_path)

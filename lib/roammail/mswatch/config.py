@@ -55,6 +55,7 @@ class MswatchConfig:
     separator: str
     stores: tuple  # exactly two Store
     warnings: tuple = ()  # (line, message) of what was taken but looks wrong
+    network_events: bool = True  # act on the machine's network events (roaming)
 
     @property
     def store_pair(self) -> str:
@@ -143,7 +144,7 @@ def tokenize(text: str, path: str, *, split_braces: bool = False) -> Iterator[To
 
 class _Parser:
     KEYWORDS = ("base_delay", "inter_delay", "max_delay", "poll_period", "ignore", "sync",
-                "mailbox_prefix", "store")
+                "mailbox_prefix", "network_events", "store")
 
     def __init__(self, text: str, path: str, *, split_braces: bool = False) -> None:
         self.path = path
@@ -157,6 +158,7 @@ class _Parser:
         self.sync: Optional[tuple] = None
         self.prefix: Optional[str] = None
         self.separator = ""
+        self.network_events = True
         self.stores: list[Store] = []
 
     def error(self, line: int, message: str) -> ConfigError:
@@ -225,7 +227,7 @@ class _Parser:
             ignore=frozenset(self.ignore),
         )
         return MswatchConfig(self.path, timing, self.sync, self.prefix, self.separator,
-                             tuple(self.stores), tuple(self.warnings))
+                             tuple(self.stores), tuple(self.warnings), self.network_events)
 
     def statement(self, kw: Token, args: list[Token]) -> None:
         name = kw.text
@@ -254,6 +256,10 @@ class _Parser:
                 raise self.error(kw.line, "mailbox_prefix takes a prefix and a separator")
             self.prefix = args[0].text
             self.separator = args[1].text if len(args) == 2 else ""
+        elif name == "network_events":
+            if len(args) != 1 or args[0].text not in ("yes", "no"):
+                raise self.error(kw.line, "network_events takes yes or no")
+            self.network_events = args[0].text == "yes"
 
     def store(self, kw: Token) -> None:
         name_tok = self.peek()

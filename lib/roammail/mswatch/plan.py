@@ -19,7 +19,8 @@ Rules (mswatch(1) documents them):
   go back to the queue with their first-change times.
 - After a failed sync nothing starts before the backoff has passed: it is
   max(1 s, base_delay) after the first failure, doubling, capped at
-  max_delay; a success resets it.  A forced full sync (SIGUSR2) ignores it.
+  max_delay; a success resets it, and so does the network coming back
+  (reset_backoff).  A forced full sync (SIGUSR2) ignores it.
 - `ignore`d mailboxes are never queued: they are synced by full syncs only.
 
 Must never: read the clock, sleep, or do I/O; every time comes in `now`.
@@ -93,6 +94,11 @@ class Schedule:
     def want_full(self, now: float, forced: bool = False) -> None:
         self.full_wanted = True
         self.full_forced = self.full_forced or forced
+
+    def reset_backoff(self) -> None:
+        """Forget the failures so far (the network came back): the next
+        sync may start at once."""
+        self.failures, self.backoff, self.retry_at = 0, 0.0, None
 
     def started(self, action: StartSync, now: float) -> None:
         """The loop started `action` (as decide() returned it) at `now`."""

@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import signal
 import stat
 import subprocess
 import sys
+import threading
 
 from .. import __version__
 from ..core.cli import (
@@ -39,6 +41,7 @@ from ..core.cli import (
     require_stdout,
     silence_stdout,
 )
+from ..core.errors import UnavailableError
 from ..core.watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
 from .config import default_config_path, default_mbsyncrc, resolve_account
 from .watch import AccountWatch, MailboxNames, Reporter, list_names
@@ -47,6 +50,7 @@ TOOL = "watch-imap"
 STDOUT = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+CHECK_SIGNAL = signal.SIGUSR1  # "the network changed": check the connections now
 # Told to stop, the watcher logs out (connection.LOGOUT_GRACE at most) and ends a
 # tunnel command (a few seconds at most, when it lingers); it is not
 # waited for longer than this.
@@ -125,6 +129,79 @@ class StdoutReporter(Reporter):
             self._watching = False
 
 
+class NetworkFeed:
+    """The machine's network events (core.roaming), handed to the
+    AccountWatch in the event loop.  They are read in a thread of their
+    own: pyroute2 runs an asyncio loop of its own inside its blocking
+    calls, which cannot run in the thread of a running loop."""
+
+    STOP_WAIT = 2.0  # s the thread has to end when we stop
+
+    def __init__(self, watch: AccountWatch) -> None:
+        self.watch = watch
+        self.loop = asyncio.get_running_loop()
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._thread: threading.Thread | None = None
+
+    def open(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="network-events", daemon=True)
+        self._thread.start()
+
+    def _post(self, found: list) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.watch.on_network, found)
+        except RuntimeError:  # the loop is closed: we are stopping
+            pass
+
+    def _say(self, level: int, fmt: str, *args) -> None:
+        try:
+            self.loop.call_soon_threadsafe(lambda: log.log(level, fmt, *args))
+        except RuntimeError:
+            pass
+
+    def _run(self) -> None:
+        from ..core.roaming import OFFLINE, NetworkEvents
+
+        name = self.watch.account.name
+        events = NetworkEvents()
+        try:
+            events.open()
+        except UnavailableError as exc:
+            self._say(logging.INFO, "%s: no network events (%s): a dead connection is "
+                      "noticed by its keepalive", name, exc)
+            return
+        try:
+            if not events.online:
+                self._post([OFFLINE])
+            while True:
+                poller = select.poll()
+                poller.register(self._stop_r, select.POLLIN)
+                for fd in events.fds():
+                    poller.register(fd, select.POLLIN)
+                if any(fd == self._stop_r for fd, _ in poller.poll(events.timeout() * 1000 + 1)):
+                    return
+                found = events.process()
+                if found:
+                    self._post(found)
+        except OSError as exc:
+            self._say(logging.WARNING, "%s: network events failed (%s): carrying on without "
+                      "them", name, exc.strerror or exc)
+        finally:
+            events.close()
+
+    def close(self) -> None:
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
+        if self._thread is not None:
+            self._thread.join(self.STOP_WAIT)
+            if self._thread.is_alive():  # still opening: the pipe is left to the exit
+                return
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+
+
 def names_style(style: str) -> bool:
     """True when non-ASCII names are to be printed decoded (UTF-8).
 
@@ -168,17 +245,24 @@ async def watch(account, names: MailboxNames) -> int:
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     reporter = StdoutReporter(STDOUT)
+    watcher = AccountWatch(account, reporter, names)
+    loop.add_signal_handler(CHECK_SIGNAL, watcher.on_network, ["changed"],
+                            "network change announced (SIGUSR1)")
+    feed = NetworkFeed(watcher)
     try:
+        if account.network_events:
+            feed.open()
         reporter.watch_reader()
-        task = asyncio.ensure_future(AccountWatch(account, reporter, names).run())
+        task = asyncio.ensure_future(watcher.run())
         await _first_of(task, stop.wait(), reporter.gone.wait())
         if not task.done():
             task.cancel()
             stop.clear()
             await _first_of(task, stop.wait(), timeout=SHUTDOWN_LIMIT)
     finally:
+        feed.close()
         reporter.close()
-        for signum in STOP_SIGNALS:
+        for signum in (*STOP_SIGNALS, CHECK_SIGNAL):
             loop.remove_signal_handler(signum)
     status = EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else 0
     if not task.done():

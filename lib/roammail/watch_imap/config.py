@@ -146,6 +146,7 @@ class Account:
     delimiter: Optional[str]   # the server's hierarchy delimiter; None: the server's
     names: str                 # auto | utf7 | utf8 (how non-ASCII names are printed)
     channel: Optional[ChannelView] = None  # the mbsync Channel, when named by one
+    network_events: bool = True  # act on the machine's network events (roaming)
 
 
 _DEFAULTS = dict(host="", port=0, tls="", tunnel=None, user=None, user_cmd=None,
@@ -162,6 +163,7 @@ _KEYS = {
     "timeout": "TIME", "keepalive": "TIME", "mode": "STRING", "idle": "STRING",
     "max_idle": "NUMBER", "poll": "TIME", "path": "STRING", "use_namespace": "STRING",
     "delimiter": "STRING", "names": "STRING", "mbsync": "STRING",
+    "network_events": "STRING",
 }
 _REPEATABLE = ("idle", "ca_file")
 
@@ -299,7 +301,7 @@ def _block_values(block: Block, path: str) -> dict:
                 raise error(setting, f"{key} must be one of {', '.join(allowed)}, "
                                      f"not '{shorten(str(value))}'")
             out[key] = (text, at(setting))
-        elif key in ("system_certificates", "use_namespace"):
+        elif key in ("system_certificates", "use_namespace", "network_events"):
             out[key] = (_yes_no(str(value), path, setting.line, key), at(setting))
         elif key == "auth":
             out["auth"] = (_mechanisms(str(value).split(), path, setting.line, "auth"),

@@ -16,7 +16,12 @@ It owns the watching of one account (an `Account` of watch_imap.config):
   - roaming: a link that fails is dropped with all its siblings, then
     connected again with a backoff (RECONNECT_FIRST doubling to
     RECONNECT_MAX); after a reconnect every folder is reported once,
-    since changes may have been missed meanwhile;
+    since changes may have been missed meanwhile.  The network's events
+    come in through `on_network` (the caller listens to them): changed or
+    resumed makes every connection prove itself at once, within
+    CHECK_TIMEOUT, and one that fails is replaced at once; offline stops
+    the attempts to connect (but to a server on this machine) until
+    online, which reconnects at once;
   - names: a server name becomes the name mbsync gives that folder
     (`MailboxNames`): the store's path prefix removed, the hierarchy
     delimiter made "/", modified UTF-7 decoded or not, as that mbsync does;
@@ -32,9 +37,10 @@ failed).  Everything else is logged and retried.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
-from typing import Callable, Iterable, Optional
+from typing import Awaitable, Callable, Iterable, Optional
 
 from ..core.child import kill_group_async
 from ..core.errors import ConfigError, UnavailableError
@@ -61,6 +67,7 @@ SECRET_TIMEOUT = 300.0  # s a pass_cmd or user_cmd may take (a pinentry prompt)
 SECRET_STOP_GRACE = 0.0  # s between SIGTERM and SIGKILL for one given up on: none
 NO_IDLE_POLL = 60.0     # s between polls when nothing can be IDLEd on and poll is 0
 LOOP_STOP_GRACE = 1.0   # s a cancelled connection loop may take to end (it takes none)
+CHECK_TIMEOUT = 5.0     # s a woken connection has to answer (the timeout, if shorter)
 
 # What NOTIFY asks for: everything that changes what mbsync would sync.
 NOTIFY_SET = ("NOTIFY", "SET",
@@ -566,15 +573,27 @@ class Keepalive:
                 await conn.idle_start()
             wait = keepalive if next_poll is None else \
                 min(keepalive, max(0.0, next_poll - loop.time()))
-            await self.session.watch.pause(conn, wait)
+            woken = await self.session.watch.pause(conn, wait)
             if self.idle:
-                await conn.idle_done()
+                await self._check(conn.idle_done(), woken)
             if next_poll is not None and loop.time() >= next_poll - 0.001:
                 assert self.poller is not None
                 await self.poller.poll()
                 next_poll = loop.time() + self.poller.every
             elif not self.idle:
-                await conn.command("NOOP")
+                await self._check(conn.command("NOOP"), woken)
+
+    async def _check(self, answer: Awaitable, woken: bool) -> None:
+        """Await the answer that proves the link alive; woken (the network
+        changed, the machine woke up), within CHECK_TIMEOUT only."""
+        conn = self.conn
+        timeout = conn.timeout
+        if woken:
+            conn.timeout = min(timeout, CHECK_TIMEOUT)
+        try:
+            await answer
+        finally:
+            conn.timeout = timeout
 
 
 def _delimiter_value(token: object) -> Optional[str]:
@@ -629,14 +648,58 @@ class AccountWatch:
         self.endpoint = endpoint_of(account)
         self.credentials = Credentials(account)
         self._wakers: set[asyncio.Event] = set()
+        self.offline = False  # the network events said so, and not online since
+        self.local = is_local(account)  # reachable without a network
+        self._online = asyncio.Event()
+        self._online.set()
+        self._delay = 0.0  # s before the next attempt to connect
+        self._checked_at: Optional[float] = None  # monotonic time of the last check asked for
 
     def wake_all(self) -> None:
         """Make every connection prove at once that it is alive."""
         for event in self._wakers:
             event.set()
 
-    async def pause(self, conn: ImapConnection, seconds: float) -> None:
-        """Wait `seconds`, less if woken; raise at once if conn fails."""
+    def on_network(self, events: Iterable[str], why: str = "") -> None:
+        """Act on network events (core.roaming's words); `why`: what told
+        us, for the log, when not the events themselves."""
+        name = self.account.name
+        found = set(events)
+        if "offline" in found:
+            if not self.offline:
+                self.offline = True
+                self._online.clear()
+                log.info("%s: network offline: %s", name,
+                         "carrying on (the server is on this machine)" if self.local
+                         else "not connecting until it is back")
+            return
+        if "changed" in found or "resumed" in found:
+            what = why or ("network changed" if "changed" in found
+                           else "the machine woke up")
+            log.info("%s: %s: checking the connections now", name, what)
+        elif "online" in found and self.offline:
+            log.info("%s: network back: connecting now", name)
+        else:
+            return
+        self.offline = False
+        self._online.set()
+        self._delay = 0.0
+        self._checked_at = time.monotonic()
+        self.wake_all()
+
+    def _after_check(self) -> bool:
+        """Did this failure follow a check asked for (network events)?  Told
+        once per check."""
+        checked, self._checked_at = self._checked_at, None
+        return (checked is not None
+                and time.monotonic() - checked <= self.account.timeout + CHECK_TIMEOUT)
+
+    def _quiet(self) -> bool:
+        """Offline: failures are expected, and no news."""
+        return self.offline and not self.local
+
+    async def pause(self, conn: ImapConnection, seconds: float) -> bool:
+        """Wait `seconds`, less if woken (True then); raise at once if conn fails."""
         event = asyncio.Event()
         self._wakers.add(event)
         waiters = [asyncio.ensure_future(event.wait()),
@@ -649,6 +712,7 @@ class AccountWatch:
                 waiter.cancel()
         if conn.failure is not None:
             raise conn.failure
+        return event.is_set()
 
     async def _sleep(self, seconds: float) -> None:
         event = asyncio.Event()
@@ -676,18 +740,22 @@ class AccountWatch:
         """Never returns; raises only errors that retrying cannot mend."""
         name = self.account.name
         announced = False
-        delay = 0.0
         clocks = asyncio.ensure_future(self.watch_clocks())
         try:
             while True:
+                if self._quiet():
+                    await self._online.wait()
                 session = Session(self)
                 try:
                     await session.setup()
                 except (LinkError, CommandFailed) as exc:
                     await session.close()
-                    delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, delay * 2))
-                    log.warning("%s; trying again in %.0f s", exc, delay)
-                    await self._sleep(delay)
+                    self._delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, self._delay * 2))
+                    if self._quiet():
+                        log.debug("%s (offline)", exc)
+                        continue
+                    log.warning("%s; trying again in %.0f s", exc, self._delay)
+                    await self._sleep(self._delay)
                     continue
                 except BaseException:
                     await session.close()
@@ -703,7 +771,10 @@ class AccountWatch:
                 try:
                     await session.run()
                 except (LinkError, CommandFailed) as exc:
-                    log.warning("%s; connecting again", exc)
+                    if self._quiet():
+                        log.debug("%s (offline)", exc)
+                    else:
+                        log.warning("%s; connecting again", exc)
                     await session.close()
                 except asyncio.CancelledError:  # told to stop: log out
                     await session.close(polite=True)
@@ -711,13 +782,26 @@ class AccountWatch:
                 except BaseException:
                     await session.close()
                     raise
-                if time.monotonic() - started >= STABLE_SESSION:
-                    delay = 0.0
-                else:
-                    delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, delay * 2))
-                    await self._sleep(delay)
+                if time.monotonic() - started >= STABLE_SESSION or self._after_check():
+                    self._delay = 0.0  # a link the network took: a new one at once
+                elif not self._quiet():
+                    self._delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, self._delay * 2))
+                    await self._sleep(self._delay)
         finally:
             clocks.cancel()
+
+
+def is_local(account: Account) -> bool:
+    """Is the server on this machine (a loopback address, no tunnel)?"""
+    if account.tunnel:
+        return False
+    host = account.host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def list_names(account: Account, names: MailboxNames) -> list:
