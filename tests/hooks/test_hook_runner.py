@@ -155,3 +155,40 @@ def test_hooks_answer_version_and_help(installed, hook) -> None:
     assert (version.returncode, version.stdout) == (0, f"{hook} (roammail) {__version__}\n")
     usage = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=30)
     assert usage.returncode == 0 and usage.stdout.startswith(f"usage: {hook} WHEN WHAT")
+
+
+@pytest.mark.slow
+def test_smd_config_computing_servername_starts_a_master(hooks, ssh_home: SshHome, sshd):
+    # smd sources its configuration before every run: so does the hook.
+    ssh_home.write_ssh_config(SEED_CONFIG, "smd-server-foo")
+    ssh_home.write_smd_config("default", "ALIAS=smd-server-foo\nSERVERNAME=$ALIAS\n"
+                              "CLIENTNAME=`hostname`-$REPNAME\nMAILBOX=\"Mail/\"\n")
+    link_hook(ssh_home.home / ".smd" / "hooks" / "pre-pull.d", "persistent-ssh",
+              hooks["persistent-ssh"])
+    (ssh_home.home / ".smd" / "log").mkdir()
+    result = smd_run_hooks(ssh_home.env, "pre", "pull", "default", "0")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert (ssh_home.home / ".smd" / "log" / "client.default.log").read_text() == ""
+    assert ssh_home.master_pid("smd-server-foo") is not None
+
+
+@pytest.mark.slow
+def test_smd_failure_mail_names_ssh_once(hooks, ssh_home: SshHome, sshd, mailbox: Mailbox,
+                                         closed_port):
+    """persistent-ssh's lines in smd's log, as the failure mail shows them."""
+    endpoint = f"ep{uuid.uuid4().hex[:10]}"
+    mailbox.markers.append(endpoint)
+    ssh_home.write_ssh_config(SEED_CONFIG, f"smd-server-{endpoint}", port=closed_port)
+    smd = ssh_home.home / ".smd"
+    link_hook(smd / "hooks" / "pre-pull.d", "persistent-ssh", hooks["persistent-ssh"])
+    link_hook(smd / "hooks" / "post-pull.d", "mail-on-failure", hooks["mail-on-failure"])
+    (smd / "log").mkdir()
+
+    assert smd_run_hooks(ssh_home.env, "pre", "pull", endpoint, "0").returncode == 0
+    assert smd_run_hooks(ssh_home.env, "post", "pull", endpoint, "1").returncode == 0
+    [message] = mailbox.wait_for(endpoint, 1)
+    body = message.get_content()
+    refused = (f"  persistent-ssh: ssh: connect to host {sshd.host} port {closed_port}:"
+               " Connection refused\n")
+    assert refused in body
+    assert ": ssh: ssh:" not in body

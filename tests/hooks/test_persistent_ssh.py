@@ -128,13 +128,40 @@ def test_the_calls_to_ssh(hooks, home, fake_ssh, tmp_path):
                       env=fake_ssh.env(env, FAKE_SSH_CONTROLPATH=str(tmp_path / "sock")))
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     host = "smd-server-default"
+    # BatchMode=no: Debian's ssh reports ServerAliveInterval 300 under
+    # BatchMode when none is set; without it, 0 unless the user set one.
+    # Keepalives every 10 s, 2 more allowed: dead after 30 s, the default.
     assert fake_ssh.calls() == [
-        ["-G", "--", host],
+        ["-G", "-o", "BatchMode=no", "--", host],
         ["-O", "check", "--", host],
         ["-fN", "-o", "ControlMaster=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-         "-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=3", "--", host],
+         "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=2", "--", host],
         ["-O", "check", "--", host],
     ]
+
+
+@pytest.mark.parametrize(("value", "interval", "warning"), [
+    ("9", "3", False), ("3", "1", False), ("31", "10", False),
+    ("2", "10", True), ("abc", "10", True), ("-5", "10", True), ("030", "10", True),
+    ("", "10", False),
+])
+def test_dead_after_sets_the_keepalives(hooks, home, fake_ssh, tmp_path,
+                                        value, interval, warning):
+    _, env = home
+    env = fake_ssh.env(env, FAKE_SSH_CONTROLPATH=str(tmp_path / "sock"),
+                       PERSISTENT_SSH_DEAD_AFTER=value)
+    result = run_hook(hooks["persistent-ssh"], "pre", "pull", "default", "0", env=env)
+    assert result.returncode == 0
+    assert ("PERSISTENT_SSH_DEAD_AFTER must be" in result.stderr) == warning
+    [start] = fake_ssh.starts()
+    assert f"ServerAliveInterval={interval}" in start and "ServerAliveCountMax=2" in start
+
+
+def test_the_default_bound_is_documented():
+    man = (Path(__file__).resolve().parents[2] / "man" / "roammail-hooks.7").read_text()
+    text = " ".join(man.split())
+    assert ".Ev PERSISTENT_SSH_DEAD_AFTER" in man
+    assert "default 30" in text.split("PERSISTENT_SSH_DEAD_AFTER", 2)[2][:400]
 
 
 def test_a_live_master_is_left_alone(hooks, home, fake_ssh, tmp_path):
@@ -144,6 +171,12 @@ def test_a_live_master_is_left_alone(hooks, home, fake_ssh, tmp_path):
                       env=fake_ssh.env(env, FAKE_SSH_CONTROLPATH=str(tmp_path / "sock")))
     assert (result.returncode, result.stderr) == (0, "")
     assert fake_ssh.starts() == []
+    # It was asked, and the server through it.
+    assert fake_ssh.calls()[1:] == [
+        ["-O", "check", "--", "smd-server-default"],
+        ["-o", "ControlMaster=no", "-o", "BatchMode=yes", "-T", "--", "smd-server-default",
+         "true"],
+    ]
 
 
 @pytest.mark.parametrize(("config", "expected"), [
@@ -151,40 +184,42 @@ def test_a_live_master_is_left_alone(hooks, home, fake_ssh, tmp_path):
     ('MAILBOX="Mail/"\nSERVERNAME="double-quoted"  # the server\n', "double-quoted"),
     ("SERVERNAME='single$quoted`x`'\n", "single$quoted`x`"),
     ("  export SERVERNAME=exported;\n", "exported"),
-    ("\tSERVERNAME=tabbed # comment\n", "tabbed"),
     ("SERVERNAME=first\nSERVERNAME=second\n", "second"),
     ("# SERVERNAME=commented\nCLIENTNAME=`hostname`-x\n", "smd-server-ep"),
     ("SERVERNAME=no-final-newline", "no-final-newline"),
     ("SERVERNAME=\n", "smd-server-ep"),
-    ("touch pwned\nSERVERNAME=after-a-command\n$(touch pwned2)\n", "after-a-command"),
+    # What smd's own template and users write: smd sources the file.
+    ("SERVERNAME=smd-server-$REPNAME\n", "smd-server-ep"),
+    ("ALIAS=mail.example.org\nSERVERNAME=$ALIAS\n", "mail.example.org"),
+    ("SERVERNAME=$FROM_THE_ENVIRONMENT\n", "set-by-the-caller"),
+    ('[ "$DEBUG" = false ] && SERVERNAME=debug-is-false\n', "debug-is-false"),
+    ("echo noise\nSERVERNAME=$(echo computed)\n", "computed"),
 ])
-def test_servername_is_read_from_the_smd_config(hooks, home, fake_ssh, tmp_path,
-                                                config, expected):
+def test_servername_is_what_smd_gets_from_its_config(hooks, home, fake_ssh, tmp_path,
+                                                     config, expected):
     home_dir, env = home
     write_smd_config(home_dir, "ep", config)
-    result = run_hook(hooks["persistent-ssh"], "pre", "pull", "ep", "0",
-                      env=fake_ssh.env(env, FAKE_SSH_CONTROLPATH=str(tmp_path / "s")))
-    assert (result.returncode, result.stderr) == (0, "")
+    env = fake_ssh.env(env, FAKE_SSH_CONTROLPATH=str(tmp_path / "s"),
+                       FROM_THE_ENVIRONMENT="set-by-the-caller")
+    result = run_hook(hooks["persistent-ssh"], "pre", "pull", "ep", "0", env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert started_host(fake_ssh) == expected
-    assert not any((home_dir / n).exists() for n in ("pwned", "pwned2"))
 
 
-@pytest.mark.parametrize("config", [
-    "SERVERNAME=$(touch pwned)\n",
-    'SERVERNAME="`touch pwned`"\n',
-    "SERVERNAME=smd-server-$REPNAME\n",
-    'SERVERNAME="unterminated\n',
-    'SERVERNAME=a"b"\n',
+@pytest.mark.parametrize(("config", "why"), [
+    ("exit 3\nSERVERNAME=never\n", "it stopped with status 3 before setting it"),
+    ('SERVERNAME="unterminated\n', "before setting it"),
 ])
-def test_a_servername_needing_the_shell_is_refused(hooks, home, fake_ssh, config):
+def test_a_config_that_fails_starts_nothing(hooks, home, fake_ssh, config, why):
     home_dir, env = home
     write_smd_config(home_dir, "ep", config)
     result = run_hook(hooks["persistent-ssh"], "pre", "pull", "ep", "0",
                       env=fake_ssh.env(env, FAKE_SSH_CONTROLPATH="/x"))
     assert result.returncode == 0
-    assert "cannot read SERVERNAME in" in result.stderr
+    assert (f"persistent-ssh: cannot learn SERVERNAME from {home_dir}/.smd/config.ep: "
+            in result.stderr)
+    assert why in result.stderr
     assert fake_ssh.calls() == []
-    assert not (home_dir / "pwned").exists()
 
 
 def test_roammail_ssh_host_comes_first(hooks, home, fake_ssh, tmp_path):
@@ -288,7 +323,7 @@ def test_ssh_failing_to_start_is_reported(hooks, home, fake_ssh, tmp_path):
     assert result.stderr.splitlines() == [
         "persistent-ssh: cannot start a master connection to smd-server-d (ssh exit status"
         " 255); the sync will log in on its own",
-        "persistent-ssh: ssh: ssh: connect to host x port 22: Connection refused",
+        "persistent-ssh: ssh: connect to host x port 22: Connection refused",
     ]
 
 
@@ -433,3 +468,198 @@ def test_concurrent_pre_hooks_start_one_master(hooks, ssh_home: SshHome, sshd):
     time.sleep(0.2)
     assert sshd.count_accepted() == before + 1
     assert len(ssh_home.ssh_processes()) == 1
+
+
+# The --exec command roammail-hooks(7) gives for watch-network.
+EXEC_LINE = 'exec "$HOME/.local/share/roammail/hooks/persistent-ssh" --network-event "$1"'
+
+# A short bound for the tests (the default, 30 s, is checked above):
+# keepalives every 3 s, the server asked for 3 s at most.
+DEAD_AFTER_S = 9
+# What a loaded machine may add to it.
+SLACK_S = 5.0
+
+
+def start_frozen_master(hooks, ssh_home: SshHome, sshd, alias: str) -> tuple[int, list[int]]:
+    """Start a master with the hook, then freeze the sshd processes serving it.
+
+    SIGSTOP of the server side is what a laptop sees when its network goes
+    away under a connection: nothing answers, nothing is closed.
+    """
+    before = sshd.session_processes()
+    result = run_pre(hooks, ssh_home, PERSISTENT_SSH_DEAD_AFTER=str(DEAD_AFTER_S))
+    assert (result.returncode, result.stderr) == (0, "")
+    pid = ssh_home.master_pid(alias)
+    assert pid is not None
+    serving = sorted(sshd.session_processes() - before)
+    assert serving, "no sshd process serves the master"
+    for server_pid in serving:
+        os.kill(server_pid, signal.SIGSTOP)
+    return pid, serving
+
+
+def kill_frozen(pids: list[int]) -> None:
+    for pid in pids:
+        for signum in (signal.SIGKILL, signal.SIGCONT):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def master_argv(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+@pytest.mark.slow
+def test_a_master_whose_peer_froze_ends_within_the_bound(hooks, ssh_home: SshHome, sshd):
+    # BatchMode yes, as smd's layout has it: Debian's ssh then takes
+    # ServerAliveInterval 300 unless told otherwise.
+    ssh_home.write_ssh_config(SEED_CONFIG, "smd-server-foo")
+    pid, serving = start_frozen_master(hooks, ssh_home, sshd, "smd-server-foo")
+    try:
+        argv = master_argv(pid)
+        assert "ServerAliveInterval=3" in argv and "ServerAliveCountMax=2" in argv
+        frozen_at = time.monotonic()
+        assert wait_until(lambda: not alive(pid), DEAD_AFTER_S + SLACK_S), \
+            "the master outlived its bound"
+        assert time.monotonic() - frozen_at <= DEAD_AFTER_S + SLACK_S
+        assert ssh_home.ssh_processes() == []
+        assert not (ssh_home.dot_ssh / "master-socket-smd-server-foo").resolve().exists()
+    finally:
+        kill_frozen(serving)
+
+
+@pytest.mark.slow
+def test_a_keepalive_the_user_set_is_kept(hooks, ssh_home: SshHome, sshd):
+    ssh_home.write_ssh_config(SEED_CONFIG + "    ServerAliveInterval 60\n", "smd-server-foo")
+    assert run_pre(hooks, ssh_home).returncode == 0
+    pid = ssh_home.master_pid("smd-server-foo")
+    assert pid is not None
+    assert not any(a.startswith("ServerAlive") for a in master_argv(pid))
+
+
+@pytest.mark.slow
+def test_the_next_sync_replaces_a_master_whose_peer_froze(hooks, ssh_home: SshHome, sshd):
+    # The user's own long keepalive: only the hook can notice in time.
+    ssh_home.write_ssh_config(SEED_CONFIG + "    ServerAliveInterval 300\n",
+                              "smd-server-foo")
+    old, serving = start_frozen_master(hooks, ssh_home, sshd, "smd-server-foo")
+    try:
+        before = sshd.count_accepted()
+        started = time.monotonic()
+        # The next sync: the pre hook, then a session of the sync.
+        result = run_pre(hooks, ssh_home, PERSISTENT_SSH_DEAD_AFTER=str(DEAD_AFTER_S))
+        session = ssh_home.ssh("smd-server-foo", "echo", "synced",
+                               timeout=DEAD_AFTER_S + SLACK_S)
+        elapsed = time.monotonic() - started
+        assert (session.returncode, session.stdout) == (0, "synced\n"), session.stderr
+        assert elapsed < DEAD_AFTER_S, f"the sync took {elapsed:.1f}s"
+        assert result.returncode == 0
+        assert result.stderr == (
+            f"persistent-ssh: the master connection to smd-server-foo (pid {old}) got no"
+            f" answer from the server within 3s; replacing it\n")
+        assert not alive(old)  # ended, not only its socket removed
+        new = ssh_home.master_pid("smd-server-foo")
+        assert new is not None and new != old
+        assert logins_become(sshd, before + 1) == before + 1
+        assert ssh_home.ssh_processes() == [new]
+    finally:
+        kill_frozen(serving)
+
+
+@pytest.mark.slow
+def test_a_stopped_master_is_ended_and_replaced(hooks, ssh_home: SshHome, sshd):
+    ssh_home.write_ssh_config(SEED_CONFIG, "smd-server-foo")
+    assert run_pre(hooks, ssh_home).returncode == 0
+    old = ssh_home.master_pid("smd-server-foo")
+    assert old is not None
+    os.kill(old, signal.SIGSTOP)  # the laptop's ssh itself stuck
+    started = time.monotonic()
+    result = run_pre(hooks, ssh_home, PERSISTENT_SSH_DEAD_AFTER=str(DEAD_AFTER_S))
+    assert time.monotonic() - started < DEAD_AFTER_S
+    assert result.returncode == 0
+    assert "does not answer within 3s; replacing it" in result.stderr
+    assert wait_until(lambda: not alive(old), 2)
+    new = ssh_home.master_pid("smd-server-foo")
+    assert new is not None and new != old
+    assert ssh_home.ssh_processes() == [new]
+
+
+@pytest.mark.slow
+def test_a_network_event_ends_the_masters_the_hook_started(hooks, ssh_home: SshHome, sshd):
+    ssh_home.write_ssh_config(SEED_CONFIG, "smd-server-foo")
+    ssh_home.write_ssh_config(PLAIN_CONFIG, "plainhost", append=True)
+    ssh_home.write_ssh_config(PLAIN_CONFIG.replace("cm-%C", "own-%C"), "ownhost", append=True)
+    # A master the user started: not the hook's to end.
+    own = ssh_home.ssh("-fN", "-o", "ControlMaster=yes", "ownhost")
+    assert own.returncode == 0, own.stderr
+    own_pid = ssh_home.master_pid("ownhost")
+    assert own_pid is not None
+    event = [str(hooks["persistent-ssh"]), "--network-event"]
+
+    for event_name in ("changed", "resumed"):
+        assert run_pre(hooks, ssh_home).returncode == 0
+        assert run_pre(hooks, ssh_home, ROAMMAIL_SSH_HOST="plainhost").returncode == 0
+        masters = [ssh_home.master_pid("smd-server-foo"), ssh_home.master_pid("plainhost")]
+        assert None not in masters
+        for ignored in ("online", "offline"):
+            result = subprocess.run([*event, ignored], env=ssh_home.env, capture_output=True,
+                                    text=True, timeout=HOOK_TIMEOUT_S)
+            assert (result.returncode, result.stderr) == (0, "")
+        assert all(alive(pid) for pid in masters if pid is not None)
+
+        result = subprocess.run([*event, event_name], env=ssh_home.env, capture_output=True,
+                                text=True, timeout=HOOK_TIMEOUT_S)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        assert not any(alive(pid) for pid in masters if pid is not None)
+        assert ssh_home.master_pid("smd-server-foo") is None
+        assert ssh_home.master_pid("plainhost") is None
+        assert not any(p.name.startswith("cm-") for p in ssh_home.dot_ssh.iterdir())
+        assert ssh_home.master_pid("ownhost") == own_pid
+
+
+@pytest.mark.slow
+def test_watch_network_exec_line_ends_the_masters_on_resume(hooks, installed,
+                                                            ssh_home: SshHome, sshd, tmp_path):
+    """The line of roammail-hooks(7), with a sleep made up.
+
+    Fault injection: no test can suspend the machine, so watch-network's
+    test hook adds the seconds in ROAMMAIL_TEST_BOOTTIME_FILE to the boot
+    clock, as a sleep would.
+    """
+    ssh_home.write_ssh_config(SEED_CONFIG, "smd-server-foo")
+    assert run_pre(hooks, ssh_home).returncode == 0
+    pid = ssh_home.master_pid("smd-server-foo")
+    assert pid is not None
+    shift = tmp_path / "boottime-shift"
+    shift.write_text("0\n")
+    env = dict(ssh_home.env, ROAMMAIL_TEST_BOOTTIME_FILE=str(shift),
+               PATH=os.pathsep.join([str(installed.prefix / "bin"), ssh_home.env["PATH"]]))
+    # The hook where the man page has it.
+    installed_dir = ssh_home.home / ".local" / "share" / "roammail" / "hooks"
+    installed_dir.mkdir(parents=True)
+    (installed_dir / "persistent-ssh").symlink_to(hooks["persistent-ssh"])
+    man = (Path(__file__).resolve().parents[2] / "man" / "roammail-hooks.7").read_text()
+    assert f"watch-network -q --exec='{EXEC_LINE}'" in man
+    watcher = subprocess.Popen(["watch-network", "--settle=0", f"--exec={EXEC_LINE}"],
+                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()
+        assert first in ("online\n", "offline\n")
+        assert alive(pid)  # the first line ends nothing
+        shift.write_text("60\n")  # a minute asleep
+        # watch-network looks at the clocks every five seconds.
+        assert wait_until(lambda: not alive(pid), 15), "the resume did not end the master"
+        assert ssh_home.master_pid("smd-server-foo") is None
+    finally:
+        watcher.terminate()
+        try:
+            watcher.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.stderr is not None
+    assert watcher.stderr.read() == ""
