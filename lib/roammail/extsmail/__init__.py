@@ -13,6 +13,7 @@ Its modules, and what each owns:
   notify     the notification commands run after a pass (spool_dir/state/)
   queue      the queue commands --list, --show and --delete
   sshshare   the ssh connection shared by a pass over the queue
+  health     the spool's state after each pass, for roammail-status
 
 Must never import another tool package, and extsmail's own path (extsmail,
 spool, conf) must never import anything heavy: it runs for every mail sent.

@@ -114,6 +114,7 @@ class Deliverer:
         self.stall_timeout = stall_timeout
         self.started = time.time()
         self.last_success: dict[str, float] = {}
+        self.last_failure: dict[str, tuple[float, str]] = {}  # name -> (time, why)
         self.stopping = False
         self.reported_corrupt: dict[str, float] = {}
         # Called once, before the first delivery (batch mode installs its
@@ -154,6 +155,9 @@ class Deliverer:
         # Messages queued while we worked count as remaining too.
         left = len(spool.list_messages(self.settings.spool_dir))
         result.remaining = max(result.remaining, left)
+        from .health import record_pass
+
+        record_pass(self)
         return result
 
     def sharing(self):
@@ -312,6 +316,7 @@ class Deliverer:
                 # tried, and the external stays usable for other messages.
                 return self.set_aside(message, name, f"via {external.name}: {why} "
                                       "(a permanent failure)", err), ""
+            self.last_failure[external.name] = (time.time(), why)
             error = f"via {external.name}: {why}" + (f"\n{err}" if err else "")
             self.record_error(name, error)
             failed_externals.add(external.name)
