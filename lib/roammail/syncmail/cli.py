@@ -394,8 +394,11 @@ def run_one(source: Source, args: dict, logs: Logs, batch: int = BATCH_MESSAGES)
                     _post(hook_base, endpoint, EXIT_LEFT, hook_log, env, label, logs)
                     return EXIT_LEFT
         offline_ok = bool(args.get("--offline-ok")) or source.offline_ok
-        status, offline = _move(source, dry_run, label, started, batch, logs, offline_ok)
+        report: dict = {}
+        status, offline = _move(source, dry_run, label, started, batch, logs, offline_ok,
+                                report)
         if not dry_run:
+            record_health(label, status, offline, report, logs)
             # Post hooks learn that the server was out of reach, not failing
             # (roammail-hooks(7)), with the status a run without
             # --offline-ok has.
@@ -420,10 +423,13 @@ def _post(base: str, endpoint: str, status: int, hook_log: str, env: dict, label
 
 
 def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
-          logs: Logs, offline_ok: bool = False) -> tuple[int, bool]:
+          logs: Logs, offline_ok: bool = False,
+          report: Optional[dict] = None) -> tuple[int, bool]:
     """Move the source's mail: the exit status, and whether ssh could not
     reach the server at all (then the status is EXIT_TEMPFAIL, and with
-    `offline_ok` that is a warning, not an error)."""
+    `offline_ok` that is a warning, not an error).  `report` gets the
+    run's move.Result ("result") and its error line ("error")."""
+    report = {} if report is None else report
     from .remote import ConnectError, RemoteError, RemoteSession
 
     opened: RemoteSession | ConnectError
@@ -437,13 +443,14 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
 
     journal = state_path(source, ".journal")
     mover = Mover(source, label, journal, dry_run, batch, logs.terminal)
-    result = mover.result
+    result = report["result"] = mover.result
     status = EXIT_OK
     try:
         if isinstance(opened, ConnectError):
             raise opened
         mover.run(opened)
     except ConnectError as exc:
+        report["error"] = str(exc)
         if exc.offline and result.listed is None:
             if offline_ok:
                 log.warning("%s: offline, nothing moved: %s", label, exc)
@@ -455,6 +462,7 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
     except RemoteError as exc:
         where = f" ({source.path}:{source.remote_line})" if source.path else ""
         log.error("%s%s", exc, where)
+        report["error"] = f"{exc}{where}"
         status = exc.exit_code
     except RoammailError as exc:
         result.failure = exc
@@ -471,6 +479,7 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
         why, status = local_failure(result.failure)
         tally = "no message moved" if result.listed is None else _tally(result)
         log.error("%s: %s: %s", label, why, tally)
+        report["error"] = f"{why}: {tally}"
         return status, False
     if result.listed is None:
         return status, False  # the error said it all: nothing was even listed
@@ -486,6 +495,35 @@ def _move(source: Source, dry_run: bool, label: str, started: float, batch: int,
     else:
         log.warning("%s", summary)
     return status, False
+
+
+def record_health(label: str, status: int, offline: bool, report: dict, logs: Logs) -> None:
+    """Leave this run's outcome for roammail-status (core.health): when it
+    ran, when a run last succeeded, how many messages it moved, its error
+    line and whether the server was out of reach."""
+    from ..core import health
+
+    now = time.time()
+    previous = health.read_one(TOOL, label) or {}
+    last_success = previous.get("last_success")
+    ok = status in (EXIT_OK, EXIT_LEFT) and "error" not in report
+    if ok:
+        last_success = now
+    result = report.get("result")
+    error = report.get("error")
+    state = {
+        "source": label,
+        "last_run": round(now, 3),
+        "last_success": (round(last_success, 3)
+                         if isinstance(last_success, (int, float)) else None),
+        "moved": result.moved if result is not None and result.listed is not None else 0,
+        "status": status,
+        "offline": offline,
+        "last_error": None if ok else " ".join(str(error or f"exit status {status}").split()),
+    }
+    problem = health.record(TOOL, label, state, now=now)
+    if problem:
+        logs.log.warning("%s", problem)
 
 
 def messages(count: int) -> str:
