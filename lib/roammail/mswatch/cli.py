@@ -213,6 +213,7 @@ class Mswatch:
         self.flags: set[int] = set()
         self.events: Optional[NetworkEvents] = None  # while they are listened to
         self.offline = False  # the network events said offline (and not online since)
+        self.health: Optional[dict] = None  # the syncs' outcomes, for roammail-status
 
     def say(self, fmt: str, *args) -> None:
         (self.log.debug if self.quiet else self.log.info)(fmt, *args)
@@ -355,6 +356,30 @@ class Mswatch:
             self.offline = True
             self.log.info("network offline: watcher restarts and failed syncs are not "
                           "reported until it is back")
+            self.record_health()
+
+    def record_health(self, running: bool = True) -> None:
+        """Leave the state of the syncs, the watchers and the network for
+        roammail-status (core.health): at each sync's end and each change
+        of a watcher or of the network, never per mailbox."""
+        if self.dry:
+            return
+        from ..core import health
+
+        key = self.config.store_pair
+        if self.health is None:
+            old = health.read_one(TOOL, key) or {}
+            self.health = {k: old.get(k) for k in
+                           ("last_sync", "last_success", "last_failure", "last_error")}
+        watchers = {w.store.name: ("restarting" if w.restart_at is not None
+                                   else "running" if w.ready else "starting")
+                    for w in self.watchers}
+        network = "offline" if self.offline else "online" if self.events is not None else None
+        state = dict(self.health, stores=key, running=running, watchers=watchers,
+                     network=network)
+        problem = health.record(TOOL, key, state)
+        if problem:
+            self.log.debug("%s", problem)
 
     def restart_watchers(self, now: float) -> None:
         """Every watcher started again at once; the full sync follows when
@@ -373,6 +398,7 @@ class Mswatch:
                     watcher.backoff = 0.0
                     watcher.not_found_told = False
                     self.say("store %s: watcher ready", watcher.store.name)
+                    self.record_health()
                     if all(w.ready for w in self.watchers):
                         self.schedule.want_full(now)  # at start, and after a restart
                         self.all_ready_once = True
@@ -396,6 +422,7 @@ class Mswatch:
             report = self.log.debug  # told once; quiet until it has been ready again
         report("store %s: watcher ended (%s); restarting in %.0f s",
                watcher.store.name, status, watcher.backoff)
+        self.record_health()
 
     # -- syncs ---------------------------------------------------------------
 
@@ -460,6 +487,24 @@ class Mswatch:
                              self.schedule.backoff)
         if hooks and not self.dry:
             self.run_hooks("post", code if code >= 0 else 128 - code)
+        self.note_sync(code, action)
+
+    def note_sync(self, code: int, action: StartSync) -> None:
+        """A sync ended with `code`: the health record says so."""
+        if self.dry:
+            return
+        if self.health is None:
+            self.record_health()  # reads what an earlier mswatch knew
+        assert self.health is not None
+        now = round(time.time(), 3)
+        self.health["last_sync"] = now
+        if code == 0:
+            self.health["last_success"] = now
+        else:
+            self.health["last_failure"] = now
+            self.health["last_error"] = (f"sync of {self._what(action)}: "
+                                         f"{describe_returncode(code)}")
+        self.record_health()
 
     def stop_sync(self) -> None:
         if self.sync_proc is not None:
@@ -488,6 +533,7 @@ class Mswatch:
             self.stop_sync()
             for w in self.watchers:
                 w.close()
+            self.record_health(running=False)
             for s, h in old.items():
                 signal.signal(s, h)
             signal.set_wakeup_fd(old_wakeup)
