@@ -654,6 +654,27 @@ class AccountWatch:
         self._online.set()
         self._delay = 0.0  # s before the next attempt to connect
         self._checked_at: Optional[float] = None  # monotonic time of the last check asked for
+        self._state: Optional[str] = None  # connected, reconnecting, offline: see note_state
+        self._since = 0.0
+        self._last_error: Optional[str] = None
+
+    def note_state(self, state: str, error: Optional[str] = None) -> None:
+        """Leave the connection's state (connected, reconnecting, offline or
+        stopped), since when and the last error, for roammail-status
+        (core.health): on each change of state, never per message."""
+        from ..core import health
+
+        if state != self._state:
+            self._state, self._since = state, time.time()
+        elif error is None or error == self._last_error:
+            return
+        if error is not None:
+            self._last_error = " ".join(error.split())
+        problem = health.record("watch-imap", self.account.name, {
+            "account": self.account.name, "state": state,
+            "since": round(self._since, 3), "last_error": self._last_error})
+        if problem:
+            log.debug("%s", problem)
 
     def wake_all(self) -> None:
         """Make every connection prove at once that it is alive."""
@@ -669,6 +690,8 @@ class AccountWatch:
             if not self.offline:
                 self.offline = True
                 self._online.clear()
+                if not self.local:
+                    self.note_state("offline")
                 log.info("%s: network offline: %s", name,
                          "carrying on (the server is on this machine)" if self.local
                          else "not connecting until it is back")
@@ -750,6 +773,7 @@ class AccountWatch:
                     await session.setup()
                 except (LinkError, CommandFailed) as exc:
                     await session.close()
+                    self.note_state("offline" if self._quiet() else "reconnecting", str(exc))
                     self._delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, self._delay * 2))
                     if self._quiet():
                         log.debug("%s (offline)", exc)
@@ -762,6 +786,7 @@ class AccountWatch:
                     raise
                 log.info("%s: watching %d folders (%s)", name, len(session.all_names()),
                          session.mode)
+                self.note_state("connected")
                 if announced:
                     self.reporter.changed(session.all_names())
                 else:
@@ -775,6 +800,7 @@ class AccountWatch:
                         log.debug("%s (offline)", exc)
                     else:
                         log.warning("%s; connecting again", exc)
+                    self.note_state("offline" if self._quiet() else "reconnecting", str(exc))
                     await session.close()
                 except asyncio.CancelledError:  # told to stop: log out
                     await session.close(polite=True)
@@ -789,6 +815,7 @@ class AccountWatch:
                     await self._sleep(self._delay)
         finally:
             clocks.cancel()
+            self.note_state("stopped")
 
 
 def is_local(account: Account) -> bool:
