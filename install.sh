@@ -23,7 +23,7 @@
 set -eu
 
 TOOLS="extsmail extsmaild watch-maildirs watch-imap inputkill socketwatch mswatch syncmail smtpdcheck
-watch-network"
+watch-network roammail-status"
 # Extra names under which a tool is installed: ALIAS=TOOL.
 ALIASES="watch_maildirs=watch-maildirs"
 HOOKS="mail-on-failure persistent-ssh"
@@ -178,6 +178,7 @@ module_of() { # TOOL
     case $1 in
         extsmail|extsmaild) echo "extsmail.$1" ;;
         inputkill|socketwatch) echo "guards.$1" ;;
+        roammail-status) echo "status.cli" ;;
         *) echo "$(echo "$1" | tr - _).cli" ;;
     esac
 }

@@ -2,7 +2,7 @@
 
 core/ is what every tool may use; each tool family is one package beside
 it (extsmail, syncmail, mswatch, watch_maildirs, watch_imap, guards,
-smtpdcheck), and completion makes the bash completions from their usage
+smtpdcheck, status), and completion makes the bash completions from their usage
 texts.  No tool package imports another and core imports none of them:
 the import-linter contracts in pyproject.toml say so, and ./test.sh
 checks them.  This module must stay empty but for the version: extsmail

@@ -475,8 +475,11 @@ def completion_script(tool: str, doc: str, commands: list[str] | None = None) ->
 def tool_module(tool: str) -> str:
     """The module holding `tool`'s main() and usage text, under roammail:
     extsmail and extsmaild in extsmail/, inputkill and socketwatch in
-    guards/, every other tool in the cli module of its own package
-    (watch-imap: watch_imap/cli.py).  install.sh's module_of says the same."""
+    guards/, roammail-status in status/cli.py, every other tool in the cli
+    module of its own package (watch-imap: watch_imap/cli.py).  install.sh's
+    module_of says the same."""
+    if tool == "roammail-status":
+        return "status/cli.py"
     if tool in ("extsmail", "extsmaild"):
         return f"extsmail/{tool}.py"
     if tool in ("inputkill", "socketwatch"):

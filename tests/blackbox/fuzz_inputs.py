@@ -54,6 +54,7 @@ ENTRY_POINTS = {
     "mswatch": ("roammail.mswatch.cli", "main"),
     "syncmail": ("roammail.syncmail.cli", "main"),
     "smtpdcheck": ("roammail.smtpdcheck.cli", "main"),
+    "roammail-status": ("roammail.status.cli", "main"),
 }
 HOOKS = ("mail-on-failure", "persistent-ssh")
 

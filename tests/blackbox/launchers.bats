@@ -4,7 +4,7 @@
 
 @test "every tool is on PATH from the installed prefix" {
   for tool in extsmail extsmaild watch-maildirs watch_maildirs watch-imap inputkill \
-              socketwatch mswatch syncmail smtpdcheck watch-network; do
+              socketwatch mswatch syncmail smtpdcheck watch-network roammail-status; do
     run command -v "$tool"
     [ "$status" -eq 0 ]
     [ "$output" = "$ROAMMAIL_PREFIX/bin/$tool" ]

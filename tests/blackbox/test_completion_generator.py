@@ -19,7 +19,7 @@ from roammail.completion import CompletionError, Option, completion_script, pars
 TOP = Path(__file__).resolve().parents[2]
 LIB = TOP / "lib"
 NAMES = ["extsmail", "extsmaild", "watch-maildirs", "watch-imap", "inputkill", "socketwatch",
-         "mswatch", "syncmail", "smtpdcheck", "watch-network",
+         "mswatch", "syncmail", "smtpdcheck", "watch-network", "roammail-status",
          "watch_maildirs=watch-maildirs"]
 
 

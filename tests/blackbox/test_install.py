@@ -17,7 +17,8 @@ from peers.require import require_program
 
 TOP = Path(__file__).resolve().parents[2]
 TOOLS = ["extsmail", "extsmaild", "watch-maildirs", "watch_maildirs", "watch-imap", "inputkill",
-         "socketwatch", "mswatch", "syncmail", "smtpdcheck", "watch-network"]
+         "socketwatch", "mswatch", "syncmail", "smtpdcheck", "watch-network",
+         "roammail-status"]
 
 
 def test_every_tool_answers_help_through_a_shell(bash, installed):

@@ -24,7 +24,7 @@ EX_USAGE, EX_IOERR = 64, 74
 SMTPDCHECK_ERROR = 2
 
 TOOLS = ["extsmail", "extsmaild", "watch-maildirs", "watch_maildirs", "watch-imap", "inputkill",
-         "socketwatch", "mswatch", "syncmail", "smtpdcheck"]
+         "socketwatch", "mswatch", "syncmail", "smtpdcheck", "roammail-status"]
 # The help and version spellings of each tool, the originals' own included.
 INFO_OPTIONS = {tool: ["--help", "--version", "-V"] for tool in TOOLS}
 for _tool in TOOLS:

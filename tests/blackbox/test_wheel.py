@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 TOP = Path(__file__).resolve().parents[2]
 SCRIPTS = ["extsmail", "extsmaild", "watch-maildirs", "watch_maildirs", "watch-imap",
-           "inputkill", "socketwatch", "mswatch", "syncmail", "smtpdcheck", "watch-network"]
+           "inputkill", "socketwatch", "mswatch", "syncmail", "smtpdcheck", "watch-network",
+           "roammail-status"]
 
 
 def test_a_wheel_whose_scripts_work_after_pipx_install(tmp_path: Path) -> None:
