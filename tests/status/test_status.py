@@ -61,3 +61,12 @@ def test_bad_thresholds_are_a_usage_error(installed, tmp_path):
     res = status(installed, tmp_path, "--sync-age-warn=3h", "--sync-age-crit=1h")
     assert (res.returncode, res.stderr) == (
         64, "roammail-status: a warning threshold is longer than its critical one\n")
+
+
+def test_a_plugin_that_cannot_check_is_unknown(installed, tmp_path):
+    # Monitoring plugins answer 3 (UNKNOWN) for what kept them from
+    # checking; the reason stays one line on stderr.
+    res = status(installed, tmp_path, "--nagios", "--sync-age-warn=3h", "--sync-age-crit=1h")
+    assert res.returncode == 3
+    assert res.stdout == "ROAMMAIL UNKNOWN - could not check; see the error above\n"
+    assert res.stderr == "roammail-status: a warning threshold is longer than its critical one\n"

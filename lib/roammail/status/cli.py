@@ -348,7 +348,18 @@ def run(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return guarded(TOOL, lambda: run(argv))
+    status = guarded(TOOL, lambda: run(argv))
+    words = sys.argv[1:] if argv is None else argv
+    if "--nagios" in words and status not in (OK, WARNING, CRITICAL, UNKNOWN):
+        # A monitoring plugin answers UNKNOWN for whatever kept it from
+        # checking (a bad command line, an unwritable output), never 64.
+        try:
+            sys.stdout.write("ROAMMAIL UNKNOWN - could not check; see the error above\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        return UNKNOWN
+    return status
 
 
 if __name__ == "__main__":
