@@ -8,7 +8,15 @@ It must stay cheap to import: extsmail, run for every mail sent, imports it.
 """
 
 from ..core.errors import ConfigError
-from ..core.tokens import TokenStream, _Frozen, read_config_file, shorten, tokenize
+from ..core.tokens import (
+    Token,
+    TokenStream,
+    _Frozen,
+    describe,
+    read_config_file,
+    shorten,
+    tokenize,
+)
 
 __all__ = ["ExtsmailConf", "parse_extsmail_conf", "read_config_file"]
 
@@ -19,22 +27,26 @@ class ExtsmailConf(_Frozen):
 
     spool_dir is as written: a leading `~` is the caller's to expand.
     notify_failure_interval is in seconds, 0 meaning never.
+    network_events: whether extsmaild's daemon follows the network's events.
     """
 
     __slots__ = ("spool_dir", "notify_failure_interval", "notify_failure_cmd",
-                 "notify_success_cmd")
+                 "notify_success_cmd", "network_events")
     spool_dir: str
     notify_failure_interval: int
     notify_failure_cmd: "str | None"
     notify_success_cmd: "str | None"
+    network_events: bool
 
     def __init__(self, spool_dir: str, notify_failure_interval: int = 0,
                  notify_failure_cmd: "str | None" = None,
-                 notify_success_cmd: "str | None" = None) -> None:
+                 notify_success_cmd: "str | None" = None,
+                 network_events: bool = True) -> None:
         self._set("spool_dir", spool_dir)
         self._set("notify_failure_interval", notify_failure_interval)
         self._set("notify_failure_cmd", notify_failure_cmd)
         self._set("notify_success_cmd", notify_success_cmd)
+        self._set("network_events", network_events)
 
 
 _CONF_TYPES = {
@@ -42,7 +54,10 @@ _CONF_TYPES = {
     "notify_failure_interval": "TIME",
     "notify_failure_cmd": "STRING",
     "notify_success_cmd": "STRING",
+    "network_events": "BOOLEAN",
 }
+# The values of a BOOLEAN key: a bare word or the same in double quotes.
+_BOOLEANS = {"yes": True, "no": False}
 
 
 def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
@@ -54,12 +69,21 @@ def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
     values: dict[str, str | int] = {}
     lines: dict[str, int] = {}
     while not ts.at_eof():
-        key, value = ts.assignment("a key")
+        if ts.peek().kind == "ID" and ts.peek().value == "network_events":
+            key, value = _boolean_assignment(ts)
+        else:
+            key, value = ts.assignment("a key")
         name = str(key.value)
         if name not in _CONF_TYPES:
             raise ts.error(key, f"unknown key '{shorten(name)}'")
         if name in values:
             raise ts.error(key, f"'{name}' already set at line {lines[name]}")
+        if _CONF_TYPES[name] == "BOOLEAN":
+            if value.value not in _BOOLEANS:
+                raise ts.error(key, f"'{name}' needs yes or no, not {describe(value)}")
+            values[name] = _BOOLEANS[str(value.value)]
+            lines[name] = key.line
+            continue
         ts.check_type(key, value, _CONF_TYPES[name])
         if name == "spool_dir" and value.value == "":
             raise ts.error(key, "spool_dir is empty")
@@ -68,3 +92,14 @@ def parse_extsmail_conf(data: "bytes | str", path: str) -> "ExtsmailConf":
     if "spool_dir" not in values:
         raise ConfigError(path, 0, "spool_dir not set")
     return ExtsmailConf(**values)  # type: ignore[arg-type]
+
+
+def _boolean_assignment(ts: TokenStream) -> "tuple[Token, Token]":
+    """`KEY = yes|no`: a bare word is a value here (elsewhere only strings,
+    times and numbers are)."""
+    key = ts.next()
+    ts.expect("EQUALS", f"'=' after '{key.value}'")
+    value = ts.next()
+    if value.kind not in ("ID", "STRING"):
+        raise ts.error(key, f"'{key.value}' needs yes or no, not {describe(value)}")
+    return key, value
