@@ -392,9 +392,31 @@ def test_conf_failure_keys() -> None:
     assert (conf.report_maildir, conf.max_age, conf.permanent_failures) == (None, 0, True)
     assert parse_extsmail_conf(b'spool_dir = "s" report_maildir = ""', P).report_maildir == ""
     config_error(parse_extsmail_conf, b'spool_dir = "s"\npermanent_failures = "off"', 2,
-                 "'permanent_failures' takes \"yes\" or \"no\", not \"off\"")
+                 "'permanent_failures' needs yes or no, not \"off\"")
     config_error(parse_extsmail_conf, b'spool_dir = "s"\nmax_age = "5d"', 2,
                  "'max_age' needs a time")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", True), ("network_events = yes\n", True), ("network_events = no\n", False),
+     ('network_events = "no"\n', False)],
+)
+def test_conf_network_events(value: str, expected: bool) -> None:
+    conf = parse_extsmail_conf(f'spool_dir = "x"\n{value}'.encode(), "conf")
+    assert conf.network_events is expected
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "match"),
+    [(b'spool_dir = "x"\nnetwork_events = maybe', 2,
+      "'network_events' needs yes or no, not 'maybe'"),
+     (b'spool_dir = "x"\nnetwork_events = 1s', 2, "needs yes or no, not a time"),
+     (b'spool_dir = "x"\nnetwork_events = no\nnetwork_events = no', 3,
+      "already set at line 2")],
+)
+def test_conf_network_events_errors(data: bytes, line: int, match: str) -> None:
+    config_error(parse_extsmail_conf, data, line, match)
 
 
 def test_conf_is_a_frozen_value() -> None:
@@ -405,7 +427,8 @@ def test_conf_is_a_frozen_value() -> None:
     assert hash(conf) == hash(ExtsmailConf("/s", 0, None, "x"))
     assert repr(conf) == ("ExtsmailConf(spool_dir='/s', notify_failure_interval=0, "
                           "notify_failure_cmd=None, notify_success_cmd='x', "
-                          "report_maildir=None, max_age=0, permanent_failures=True)")
+                          "report_maildir=None, max_age=0, permanent_failures=True, "
+                          "network_events=True)")
     with pytest.raises(AttributeError):
         conf.spool_dir = "/t"  # type: ignore[misc]
     with pytest.raises(TypeError):

@@ -9,6 +9,7 @@ Usage:
   extsmaild [options] --delete ID...
   extsmaild [options] --failed
   extsmaild [options] --retry ID...
+  extsmaild [options] --wake
   extsmaild -V | -v | --version
   extsmaild -h | --help
 
@@ -32,6 +33,8 @@ Options:
   --delete                   Remove the queued messages ID... unsent.
   --failed                   List the messages that failed for good.
   --retry                    Put the failed messages ID... back in the queue.
+  --wake                     Tell the daemon of the spool that the network
+                             changed: it passes over the queue now.
   -j N, --jobs N             Hand up to N messages at once to the externals
                              (1: one at a time, as the original) [default: 4].
   --stall-timeout SECONDS    Kill an external that makes no I/O progress for
@@ -43,7 +46,8 @@ Options:
 
 # What this module owns: the command line above and the wiring of the
 # modes to the library: one pass (run_batch), the daemon loop (Daemon:
-# inotify wake-ups, backoff, signals, reload on SIGHUP) and -t.  The
+# inotify wake-ups, backoff, network events, signals, reload on SIGHUP),
+# --wake and -t.  The
 # delivery itself is deliver.py, the notifications notify.py, the queue
 # commands queue.py, the reading of the two files settings.py.
 
@@ -56,11 +60,15 @@ import time
 from .. import __version__
 from ..core import locations
 from ..core.cli import EXIT_INTERRUPTED, docopt_args, guarded
-from ..core.errors import AlreadyRunning, RoammailError, UsageError
+from ..core.errors import AlreadyRunning, RoammailError, UnavailableError, UsageError
 from . import spool
 from .deliver import STALL_TIMEOUT, Deliverer
 from .notify import Notifier
 from .settings import Settings, load_conf, load_settings
+
+TYPE_CHECKING = False  # typing costs an empty run time: only type checkers read it
+if TYPE_CHECKING:
+    from ..core.roaming import NetworkEvents
 
 TOOL = "extsmaild"
 
@@ -71,6 +79,10 @@ BACKOFF_MAX = 60.0
 POLL = 60.0
 # More deliveries at once than this is a typo, not a plan.
 MAX_JOBS = 64
+# How long a burst of network changes may last before the daemon acts on it
+# (seconds): short, as a pass costs little and mail should go at once; a
+# link that flaps for longer costs a failed pass and a backoff, no more.
+NETWORK_SETTLE = 0.5
 
 SIGINT = 2  # POSIX's number; importing signal for it would cost an empty run 6 ms
 
@@ -98,11 +110,14 @@ def setup_log(stderr: bool):
 
 
 def lock_or_fail(spool_dir: str) -> int:
+    """Take the spool's instance lock, its pid record empty (only a daemon,
+    once it handles SIGUSR1, writes its pid there: see Daemon.run)."""
     spool.check_spool_dir(spool_dir, create=True)  # a fresh set-up has none yet
     fd = spool.acquire_instance_lock(spool_dir)
     if fd is None:
         raise AlreadyRunning(f"another extsmaild is running on {spool_dir} "
                               f"({os.path.join(spool_dir, spool.LOCK_NAME)} is locked)")
+    spool.record_daemon_pid(fd, None)
     return fd
 
 
@@ -145,19 +160,33 @@ def run_batch(settings: Settings, options: RunOptions, *, take_lock: bool) -> in
 
 
 class Daemon:
-    """The daemon loop: cycles, inotify wake-ups, backoff, signals."""
+    """The daemon loop: cycles, inotify wake-ups, backoff, network events,
+    signals.
+
+    The wait between two passes ends with a pass when a message lands, when
+    the backoff (or the quiet poll) runs out, and, with the backoff reset,
+    when the network comes up or changes, the machine resumes, or SIGUSR1
+    says so.  While the network events say offline there is no pass at all
+    (but one a SIGUSR1 asks for): the queue waits for the network.
+    """
 
     def __init__(self, conf_opt: str | None, externals_opt: str | None,
-                 settings: Settings, log, options: RunOptions) -> None:
+                 settings: Settings, log, options: RunOptions,
+                 lock_fd: int | None = None) -> None:
         self.conf_opt = conf_opt
         self.externals_opt = externals_opt
         self.settings = settings
         self.log = log
+        self.lock_fd = lock_fd
         self.deliverer = Deliverer(settings, log, daemon=True,
                                    stall_timeout=options.stall_timeout, jobs=options.jobs)
         self.notifier = Notifier(settings.conf, log, settings.spool_dir,
                                  should_abort=lambda: self.deliverer.stopping)
         self.reload_wanted = False
+        self.wake_wanted = False  # SIGUSR1: the network changed, pass now
+        self.events: NetworkEvents | None = None  # when there are events
+        self.offline = False      # what the events last said
+        self.backoff = 0.0
 
     # Signal handlers only set flags; the wake-up fd interrupts the wait.
     def _on_stop(self, signum, frame) -> None:
@@ -165,6 +194,62 @@ class Daemon:
 
     def _on_hup(self, signum, frame) -> None:
         self.reload_wanted = True
+
+    def _on_usr1(self, signum, frame) -> None:
+        self.wake_wanted = True
+
+    # ------------------------------------------------------------ network
+
+    def open_events(self) -> None:
+        """Follow the network's events when the configuration wants them
+        and the machine has them; otherwise say so once and go on without
+        (the backoff alone decides when to try again)."""
+        if not self.settings.conf.network_events:
+            self.log.info("network events off (network_events = no)")
+            return
+        from ..core.roaming import NetworkEvents
+
+        events = NetworkEvents(NETWORK_SETTLE)
+        try:
+            events.open()
+        except (RoammailError, OSError) as exc:
+            events.close()
+            self.log.info("network events unavailable, retrying on the backoff "
+                          "schedule only: %s", exc)
+            return
+        self.events = events
+        if not events.online:
+            self.went_offline()
+
+    def close_events(self) -> None:
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+
+    def went_offline(self) -> None:
+        self.offline = True
+        waiting = len(spool.list_messages(self.settings.spool_dir))
+        self.log.info("network offline: %d message%s wait%s", waiting,
+                      "" if waiting == 1 else "s", "s" if waiting == 1 else "")
+
+    def on_events(self, events: list[str]) -> bool:
+        """Act on the events of one look; True when a pass is due now."""
+        from ..core.roaming import OFFLINE, ONLINE
+
+        due = False
+        for event in events:
+            if event == OFFLINE:
+                if not self.offline:
+                    self.went_offline()
+                due = False
+            elif self.offline and event == ONLINE:
+                self.offline = False
+                self.log.info("network online: passing the queue now")
+                due = True
+            elif not self.offline:  # online, changed, or resumed while online
+                self.log.debug("network %s: passing the queue now", event)
+                due = True
+        return due
 
     def reload(self) -> None:
         self.reload_wanted = False
@@ -185,6 +270,12 @@ class Daemon:
                       new.externals_path)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.close_events()
+
+    def _run(self) -> int:
         import signal
 
         from ..core.inotify import Inotify, flags
@@ -200,25 +291,35 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        if self.lock_fd is not None:  # now that SIGUSR1 is ours: --wake may send it
+            spool.record_daemon_pid(self.lock_fd, os.getpid())
         self.log.info("started: spool %s, externals %s", self.settings.spool_dir,
                       self.settings.externals_path)
-        backoff = 0.0
+        self.open_events()
         random_start = False
         try:
             while not self.deliverer.stopping:
                 if self.reload_wanted:
                     self.reload()
+                if self.offline and not self.wake_wanted:
+                    if self.wait(inotify, wake_r, None):  # until the network is back
+                        self.backoff, random_start = 0.0, False
+                    continue
+                self.wake_wanted = False
                 result = self.deliverer.cycle(random_start)
                 if self.deliverer.stopping:
                     break
                 self.notifier.after_cycle(result, time.time())
                 if result.failed:
-                    backoff = BACKOFF_FIRST if not backoff else min(BACKOFF_MAX, backoff * 2)
-                    wait, random_start = backoff, True
+                    self.backoff = (BACKOFF_FIRST if not self.backoff
+                                    else min(BACKOFF_MAX, self.backoff * 2))
+                    wait, random_start = self.backoff, True
                 else:
-                    backoff, random_start = 0.0, False
+                    self.backoff, random_start = 0.0, False
                     wait = POLL
-                self.wait(inotify, wake_r, wait)
+                if self.wait(inotify, wake_r, wait):  # the network says: now
+                    self.backoff, random_start = 0.0, False
         finally:
             signal.set_wakeup_fd(old_wakeup)
             inotify.close()
@@ -227,17 +328,29 @@ class Daemon:
         self.log.info("stopped")
         return 0
 
-    def wait(self, inotify, wake_r: int, seconds: float) -> None:
-        """Sleep until a message lands, a signal comes, or `seconds` pass."""
+    def wait(self, inotify, wake_r: int, seconds: float | None) -> bool:
+        """Sleep until a message lands, a signal comes, the network calls
+        for a pass, or `seconds` pass (None: no limit).  While offline,
+        neither a message nor the time ends the wait: only the network, a
+        signal or being stopped.  True when the network (or SIGUSR1) asked
+        for the pass: the backoff is over."""
         import select
 
-        deadline = time.monotonic() + seconds
+        deadline = None if seconds is None else time.monotonic() + seconds
         while not self.deliverer.stopping and not self.reload_wanted:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
+            if self.wake_wanted:
+                return True
+            now = time.monotonic()
+            if deadline is not None and not self.offline and now >= deadline:
+                return False
+            timeout = None if deadline is None or self.offline else deadline - now
+            fds = [inotify.fd, wake_r]
+            if self.events is not None:
+                fds.extend(self.events.fds())
+                due = self.events.timeout()
+                timeout = due if timeout is None else min(timeout, due)
             try:
-                ready, _, _ = select.select([inotify.fd, wake_r], [], [], left)
+                ready, _, _ = select.select(fds, [], [], timeout)
             except InterruptedError:
                 continue
             if wake_r in ready:
@@ -246,9 +359,13 @@ class Daemon:
                         pass
                 except BlockingIOError:
                     pass
+            if self.events is not None and self.on_events(self.events.process()):
+                return True
             if inotify.fd in ready:
                 inotify.drain()
-                return
+                if not self.offline:
+                    return False
+        return False
 
 
 def run_daemon(conf_opt: str | None, externals_opt: str | None, settings: Settings,
@@ -262,15 +379,38 @@ def run_daemon(conf_opt: str | None, externals_opt: str | None, settings: Settin
                                     working_directory="/"):
             log = setup_log(stderr=False)
             try:
-                return Daemon(conf_opt, externals_opt, settings, log, options).run()
+                return Daemon(conf_opt, externals_opt, settings, log, options,
+                              lock_fd).run()
             except Exception as exc:  # detached: syslog is the only place left
                 log.error("exiting on an unexpected error: %s: %s", type(exc).__name__, exc)
                 return 70
     log = setup_log(stderr=True)
     try:
-        return Daemon(conf_opt, externals_opt, settings, log, options).run()
+        return Daemon(conf_opt, externals_opt, settings, log, options, lock_fd).run()
     finally:
         os.close(lock_fd)
+
+
+# -------------------------------------------------------------------- --wake
+
+
+def wake_daemon(spool_dir: str) -> int:
+    """--wake: SIGUSR1 to the daemon that holds the spool's instance lock;
+    0 once sent, UnavailableError (69) when no daemon that takes it runs."""
+    import signal
+
+    held, pid = spool.daemon_pid(spool_dir)
+    if not held:
+        raise UnavailableError(f"no extsmaild daemon is running on {spool_dir}")
+    if pid is None:
+        raise UnavailableError(f"the extsmaild holding {spool_dir}/{spool.LOCK_NAME} "
+                               "is not a daemon that takes --wake (a batch run, or "
+                               "the C extsmaild)")
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:  # it ended since we looked
+        raise UnavailableError(f"no extsmaild daemon is running on {spool_dir}") from None
+    return 0
 
 
 # ------------------------------------------------------------------------ -t
@@ -328,7 +468,7 @@ _DOCOPT_DEFAULTS: dict[str, object] = {
     "--mode": "batch",
     "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
     "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
-    "--failed": False, "--retry": False,
+    "--failed": False, "--retry": False, "--wake": False,
     "-v": False,
     "--help": False,
 }
@@ -379,6 +519,9 @@ def run(argv: list[str] | None) -> int:
     if args["--test"]:
         return test_config(conf_opt, args["EXTERNALS"] or externals_opt, sys.stdout,
                            sys.stderr)
+    if args["--wake"]:
+        _, conf = load_conf(conf_opt)
+        return wake_daemon(locations.expand_home(conf.spool_dir))
     if args["--list"] or args["--show"] or args["--delete"] or args["--failed"] \
             or args["--retry"]:
         from .queue import delete_messages, list_failed, list_queue, retry_messages, show_message

@@ -4,7 +4,9 @@ Layout (shared with the C extsmail, which must keep working on it):
 
     spool_dir/               mode 0700, refused otherwise
     spool_dir/msgs/          one file per queued message, mode 0600
-    spool_dir/extsmaild.lock the instance lock (flock), one daemon per spool
+    spool_dir/extsmaild.lock the instance lock (flock), one daemon per spool;
+                             it holds the pid of a daemon that takes
+                             SIGUSR1 (`extsmaild --wake`), else nothing
     spool_dir/tmp/           ours only: messages being written (the C
                              extsmaild reads msgs/ alone, so it never sees
                              a message that is not complete)
@@ -417,6 +419,57 @@ def acquire_instance_lock(spool_dir: str) -> "int | None":
         return lockfile.hold(paths.join(spool_dir, LOCK_NAME))
     except lockfile.LockFileError as exc:
         raise SpoolError(str(exc)) from None
+
+
+def record_daemon_pid(lock_fd: int, pid: "int | None") -> None:
+    """Write `pid` (None: nothing) into the instance lock file, through the
+    descriptor that holds the lock: whom `extsmaild --wake` signals."""
+    try:
+        posix.ftruncate(lock_fd, 0)
+        if pid is not None:
+            posix.pwrite(lock_fd, f"{pid}\n".encode(), 0)
+    except OSError as exc:
+        raise SpoolError(f"cannot write {LOCK_NAME}: {exc.strerror or exc}") from None
+
+
+def daemon_pid(spool_dir: str) -> "tuple[bool, int | None]":
+    """Whether the instance lock is held, and the pid of the daemon holding
+    it (None when the holder recorded none: a batch run, the C extsmaild).
+
+    A recorded pid counts only while that process has the lock file open,
+    so a pid left by a daemon that died (and perhaps reused since) is never
+    taken for a holder.  Where /proc cannot tell, the record is believed."""
+    path = paths.join(spool_dir, LOCK_NAME)
+    try:
+        held = lockfile.is_held(path)
+    except lockfile.LockFileError as exc:
+        raise SpoolError(str(exc)) from None
+    if not held:
+        return False, None
+    try:
+        with open(path, "rb") as f:
+            text = f.read(32).strip()
+        lock = posix.stat(path)
+    except OSError:
+        return True, None
+    if not text.isdigit():
+        return True, None
+    pid = int(text)
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = posix.listdir(fd_dir)
+    except FileNotFoundError:
+        return True, None  # gone
+    except OSError:
+        return True, pid  # not ours to look at
+    for name in names:
+        try:
+            st = posix.stat(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (lock.st_dev, lock.st_ino):
+            return True, pid
+    return True, None
 
 
 # A temporary file nobody writes (no writer holds its lock) and untouched
