@@ -714,16 +714,19 @@ def test_list_shows_id_headers_arguments_and_last_error(ext_home):
     res = ext_home.run("extsmaild", "--list")
     assert res.returncode == 0
     out = res.stdout.decode().splitlines()
-    assert out[0].startswith(path.name + "  ")
-    assert out[1:5] == ["  From: Me <me@example.org>", "  To: ann@example.org",
-                        "  Subject: the report", "  Arguments: -oi -- ann@example.org"]
-    assert out[5].startswith("  Last error: ")
-    assert out[5].endswith("via home: exit status 5")
+    ident, age, size, bytes_, file_, name = out[0].split()
+    assert len(ident) == 8 and all(c in "0123456789abcdef" for c in ident)
+    assert (size, bytes_, file_, name) == ("72", "bytes", "file", path.name)
+    assert out[1:6] == ["  From: Me <me@example.org>", "  To: ann@example.org",
+                        "  Subject: the report", "  Recipients: ann@example.org",
+                        "  Arguments: -oi -- ann@example.org"]
+    assert out[6].startswith("  Last error: ")
+    assert out[6].endswith("via home: exit status 5")
     # Once sent, the error note goes with it.
     rec.succeed()
     assert batch(ext_home).returncode == 0
     res = ext_home.run("extsmaild", "--list")
-    assert (res.returncode, res.stdout) == (0, b"")
+    assert (res.returncode, res.stdout) == (0, b"queue is empty\n")
     assert list((ext_home.spool / "errors").iterdir()) == []
 
 
