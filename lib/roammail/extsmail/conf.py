@@ -12,6 +12,8 @@ from ..core.tokens import TokenStream, _Frozen, read_config_file, shorten, token
 
 __all__ = ["ExtsmailConf", "parse_extsmail_conf", "read_config_file"]
 
+KEEP_SENT = 7 * 24 * 60 * 60  # seconds: how long "did it go out?" has an answer
+
 
 class ExtsmailConf(_Frozen):
     """The extsmail conf file (extsmail.conf(5)).
@@ -21,11 +23,13 @@ class ExtsmailConf(_Frozen):
     never.  report_maildir is None when not given (the caller's default),
     "" for no reports.  max_age is in seconds, 0 meaning no limit.
     permanent_failures is False when the conf says "no": every failure is
-    then retried, as the C extsmaild does.
+    then retried, as the C extsmaild does.  keep_sent is how long, in
+    seconds, the state of a sent message is kept (extsmaild --status).
     """
 
     __slots__ = ("spool_dir", "notify_failure_interval", "notify_failure_cmd",
-                 "notify_success_cmd", "report_maildir", "max_age", "permanent_failures")
+                 "notify_success_cmd", "report_maildir", "max_age", "permanent_failures",
+                 "keep_sent")
     spool_dir: str
     notify_failure_interval: int
     notify_failure_cmd: "str | None"
@@ -33,12 +37,14 @@ class ExtsmailConf(_Frozen):
     report_maildir: "str | None"
     max_age: int
     permanent_failures: bool
+    keep_sent: int
 
     def __init__(self, spool_dir: str, notify_failure_interval: int = 0,
                  notify_failure_cmd: "str | None" = None,
                  notify_success_cmd: "str | None" = None,
                  report_maildir: "str | None" = None, max_age: int = 0,
-                 permanent_failures: bool = True) -> None:
+                 permanent_failures: bool = True,
+                 keep_sent: int = KEEP_SENT) -> None:
         self._set("spool_dir", spool_dir)
         self._set("notify_failure_interval", notify_failure_interval)
         self._set("notify_failure_cmd", notify_failure_cmd)
@@ -46,6 +52,7 @@ class ExtsmailConf(_Frozen):
         self._set("report_maildir", report_maildir)
         self._set("max_age", max_age)
         self._set("permanent_failures", permanent_failures)
+        self._set("keep_sent", keep_sent)
 
 
 _CONF_TYPES = {
@@ -56,6 +63,7 @@ _CONF_TYPES = {
     "report_maildir": "STRING",
     "max_age": "TIME",
     "permanent_failures": "STRING",
+    "keep_sent": "TIME",
 }
 _BOOLEANS = {"yes": True, "no": False}
 
