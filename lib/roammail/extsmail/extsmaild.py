@@ -9,6 +9,7 @@ Usage:
   extsmaild [options] --delete ID...
   extsmaild [options] --failed
   extsmaild [options] --retry ID...
+  extsmaild [options] --status [--json] [ID]
   extsmaild -V | -v | --version
   extsmaild -h | --help
 
@@ -32,6 +33,10 @@ Options:
   --delete                   Remove the queued messages ID... unsent.
   --failed                   List the messages that failed for good.
   --retry                    Put the failed messages ID... back in the queue.
+  --status                   Print what became of each message, or of the
+                             one ID (a queue ID or a Message-ID) only: exit
+                             0 sent, 1 not yet, 2 failed, 66 unknown.
+  --json                     With --status, a JSON list for scripts.
   -j N, --jobs N             Hand up to N messages at once to the externals
                              (1: one at a time, as the original) [default: 4].
   --stall-timeout SECONDS    Kill an external that makes no I/O progress for
@@ -328,7 +333,7 @@ _DOCOPT_DEFAULTS: dict[str, object] = {
     "--mode": "batch",
     "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
     "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
-    "--failed": False, "--retry": False,
+    "--failed": False, "--retry": False, "--status": False, "--json": False,
     "-v": False,
     "--help": False,
 }
@@ -380,7 +385,7 @@ def run(argv: list[str] | None) -> int:
         return test_config(conf_opt, args["EXTERNALS"] or externals_opt, sys.stdout,
                            sys.stderr)
     if args["--list"] or args["--show"] or args["--delete"] or args["--failed"] \
-            or args["--retry"]:
+            or args["--retry"] or args["--status"]:
         from .queue import delete_messages, list_failed, list_queue, retry_messages, show_message
 
         _, conf = load_conf(conf_opt)
@@ -394,6 +399,11 @@ def run(argv: list[str] | None) -> int:
             return list_failed(spool_dir, sys.stdout)
         if args["--retry"]:
             return retry_messages(spool_dir, args["ID"], setup_log(stderr=True))
+        if args["--status"]:
+            from .queue import show_status
+
+            return show_status(spool_dir, args["ID"][0] if args["ID"] else None,
+                               args["--json"], sys.stdout, sys.stderr)
         return delete_messages(spool_dir, args["ID"], setup_log(stderr=True))
     settings = load_settings(conf_opt, externals_opt)
     if args["--flush"]:

@@ -1,5 +1,5 @@
 """queue.py: the queue commands of extsmaild: --list, --show, --delete,
---failed and --retry.
+--failed, --retry and --status.
 
 A message is named by its file name in spool_dir/msgs/, or by a prefix
 of it that names no other (`resolve_id`); a failed one (--failed, --retry)
@@ -21,6 +21,7 @@ import time
 
 from ..core.errors import EX_DATAERR, EX_IOERR, EX_TEMPFAIL, DataError, UsageError
 from . import spool
+from . import status as states
 from .deliver import clear_error, read_error
 
 
@@ -113,6 +114,7 @@ def retry_messages(spool_dir: str, idents: list[str], log) -> int:
         if spool.put_back(spool_dir, name, time.time()) is None:
             continue  # put back by another --retry meanwhile
         clear_error(spool_dir, name)
+        states.remove(spool_dir, name)  # queued again, from the start
         log.info("%s: back in the queue", name)
     return 0
 
@@ -189,5 +191,26 @@ def delete_messages(spool_dir: str, idents: list[str], log) -> int:
         with message:
             spool.remove(message)
         clear_error(spool_dir, name)
+        states.remove(spool_dir, name)
         log.info("%s: deleted", name)
     return status
+
+
+def show_status(spool_dir: str, ident: str | None, as_json: bool, out, err) -> int:
+    """--status [ID]: each message's delivery state, one line each (or a
+    JSON list).  With ID (a queue ID or a Message-ID) only that message's,
+    and the exit status says what became of it (states.exit_status)."""
+    records = states.all_records(spool_dir)
+    if ident is not None:
+        records = states.find(records, ident)
+    if as_json:
+        import json
+
+        out.write(json.dumps([states.public(r) for r in records], indent=1) + "\n")
+    else:
+        out.writelines(states.describe(r) + "\n" for r in records)
+    if ident is None:
+        return 0
+    if not records:
+        err.write(f"extsmaild: no message {ident} (queued, sent or failed)\n")
+    return states.exit_status(records)
