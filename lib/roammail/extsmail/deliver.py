@@ -21,10 +21,11 @@ Contracts:
   cannot be written is logged, never a failed delivery.
 - A try is uncertain when the external read the whole message and was then
   killed, stalled, stopped or lost its link (ssh's exit status 255): it
-  may have been sent.  No other external is tried for that message in the
-  same pass; the next pass sends it again, and the sent state says "may be
-  a duplicate" unless the external that took it is the uncertain one and
-  deduplicates (`dedup = "yes"`, the dedup-sendmail wrapper).
+  may have been sent.  When that external deduplicates (`dedup = "yes"`,
+  the dedup-sendmail wrapper) no other is tried for the message in that
+  pass: the next pass sends it through the same one again, harmlessly.
+  Otherwise the message falls back and is retried as after any failure,
+  and its sent state says "may be a duplicate".
 - A failure is permanent when the external exits with one of its
   `permanent` statuses (externals.DEFAULT_PERMANENT unless the externals
   file says), and only then: a signal, a stall or any other status is
@@ -379,12 +380,14 @@ class Deliverer:
             failed_externals.add(external.name)
             if record["state"] == "uncertain":
                 self.log.error("%s: external %s read the whole message before it failed: "
-                               "it may have been sent; tried again in the next pass%s", name,
-                               external.name, "" if external.dedup else
-                               " (without dedup, possibly a duplicate)")
-                return "failed", error
-            record.update(state="retrying", error=error)
-            self.save_state(record)
+                               "it may have been sent%s", name, external.name,
+                               "; tried again through it in the next pass" if external.dedup
+                               else "; sending it again may make a duplicate")
+                if external.dedup:  # only a try through it again is safe
+                    return "failed", error
+            else:
+                record.update(state="retrying", error=error)
+                self.save_state(record)
             if holds_back(external, self.last_success, self.started, time.time(),
                           self.daemon):
                 break
