@@ -171,7 +171,8 @@ def _young(path: str, now: float) -> bool:
 def all_records(spool_dir: str) -> list[dict]:
     """Every message's record: the stored ones, and a queued (or failed)
     record for each message in msgs/ (or failed/) without one; oldest
-    queued first."""
+    queued first.  A message gone from both unsent by us (deleted, or sent
+    by the C extsmaild, which keeps no states) has none."""
     from . import spool
 
     directory = status_dir(spool_dir)
@@ -185,8 +186,12 @@ def all_records(spool_dir: str) -> list[dict]:
             record = _load(os.path.join(directory, name))
             if record is not None:
                 stored[name] = record
-    for path, state in [(p, "queued") for p in spool.list_messages(spool_dir)] + \
-            [(p, "failed") for p in spool.list_failed(spool_dir)]:
+    present = [(p, "queued") for p in spool.list_messages(spool_dir)] + \
+        [(p, "failed") for p in spool.list_failed(spool_dir)]
+    names_present = {os.path.basename(p) for p, _ in present}
+    for name in [n for n, r in stored.items() if r["state"] != "sent" and n not in names_present]:
+        del stored[name]  # gone unsent by us: deleted, or sent by another program
+    for path, state in present:
         name = os.path.basename(path)
         record = stored.get(name)
         if record is None:
