@@ -27,6 +27,8 @@ watch-network roammail-status"
 # Extra names under which a tool is installed: ALIAS=TOOL.
 ALIASES="watch_maildirs=watch-maildirs"
 HOOKS="mail-on-failure persistent-ssh"
+# Programs for the far side of an ssh external, in share/roammail.
+SHARED="dedup-sendmail"
 
 prog=install.sh
 die() { echo "$prog: $*" >&2; exit 1; }
@@ -225,6 +227,13 @@ for hook in $HOOKS; do
     [ -f "$src/hooks/$hook" ] || die "hooks/$hook is missing from the source tree"
     install -m 755 "$src/hooks/$hook" "$root/share/roammail/hooks/$hook"
     record "share/roammail/hooks/$hook"
+done
+
+for program in $SHARED; do
+    [ -f "$src/share/roammail/$program" ] ||
+        die "share/roammail/$program is missing from the source tree"
+    install -m 755 "$src/share/roammail/$program" "$root/share/roammail/$program"
+    record "share/roammail/$program"
 done
 
 if [ -d "$src/systemd" ]; then

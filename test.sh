@@ -96,7 +96,7 @@ say "lint-imports"
 if command -v shellcheck >/dev/null 2>&1; then
     say "shellcheck"
     shellcheck hooks/mail-on-failure hooks/persistent-ssh install.sh test.sh .ci/run \
-        lib/roammail/syncmail/remote.sh ||
+        lib/roammail/syncmail/remote.sh share/roammail/dedup-sendmail ||
         die "shellcheck found problems"
 elif [ "${CI:-}" = true ]; then
     die "shellcheck is missing"

@@ -630,3 +630,22 @@ def test_a_c_message_refused_for_good_is_set_aside_and_retried(world: World,
         assert b"Subject: refused" in got.content
     finally:
         smtp_server.clear()
+
+
+def test_the_c_delivers_a_spool_that_keeps_delivery_states(world: World) -> None:
+    # spool_dir/status/ is ours alone: the C extsmaild reads msgs/ and sends
+    # what it finds there as before, and ours still answers --status after.
+    rec = world.recorder_externals()
+    rec.fail_with(75)
+    world.enqueue("ours", [b"-oi"], b"Message-ID: <c-and-ours@example.org>\n" + message(b"one"))
+    assert world.deliver("ours").returncode == 1
+    assert (world.home.spool / "status").is_dir()
+    assert world.ours("extsmaild", "--status", "<c-and-ours@example.org>").returncode == 1
+    rec.succeed()
+    res = world.deliver("c")
+    assert res.returncode == 0, res.stderr
+    assert world.home.queued() == []
+    assert b"Subject: one" in [body for _, body in rec.received()][-1]
+    # Sent by the C, which keeps no state: unknown to us now, not "queued".
+    res = world.ours("extsmaild", "--status", "<c-and-ours@example.org>")
+    assert res.returncode == 66, res.stdout

@@ -11,7 +11,8 @@ Its modules, and what each owns:
   deliver    the delivery of queued messages through externals, and each
              message's last-error note (spool_dir/errors/)
   notify     the notification commands run after a pass (spool_dir/state/)
-  queue      the queue commands --list, --show and --delete
+  queue      the queue commands --list, --show, --delete and --status
+  status     each message's delivery state (spool_dir/status/)
   sshshare   the ssh connection shared by a pass over the queue
   health     the spool's state after each pass, for roammail-status
 

@@ -20,6 +20,8 @@ from ..core.tokens import (
 
 __all__ = ["ExtsmailConf", "parse_extsmail_conf", "read_config_file"]
 
+KEEP_SENT = 7 * 24 * 60 * 60  # seconds: how long "did it go out?" has an answer
+
 
 class ExtsmailConf(_Frozen):
     """The extsmail conf file (extsmail.conf(5)).
@@ -30,12 +32,13 @@ class ExtsmailConf(_Frozen):
     "" for no reports.  max_age is in seconds, 0 meaning no limit.
     permanent_failures is False when the conf says "no": every failure is
     then retried, as the C extsmaild does.  network_events: whether
-    extsmaild's daemon follows the network's events.
+    extsmaild's daemon follows the network's events.  keep_sent is how
+    long, in seconds, the state of a sent message is kept (extsmaild --status).
     """
 
     __slots__ = ("spool_dir", "notify_failure_interval", "notify_failure_cmd",
                  "notify_success_cmd", "report_maildir", "max_age", "permanent_failures",
-                 "network_events")
+                 "network_events", "keep_sent")
     spool_dir: str
     notify_failure_interval: int
     notify_failure_cmd: "str | None"
@@ -44,12 +47,14 @@ class ExtsmailConf(_Frozen):
     max_age: int
     permanent_failures: bool
     network_events: bool
+    keep_sent: int
 
     def __init__(self, spool_dir: str, notify_failure_interval: int = 0,
                  notify_failure_cmd: "str | None" = None,
                  notify_success_cmd: "str | None" = None,
                  report_maildir: "str | None" = None, max_age: int = 0,
-                 permanent_failures: bool = True, network_events: bool = True) -> None:
+                 permanent_failures: bool = True, network_events: bool = True,
+                 keep_sent: int = KEEP_SENT) -> None:
         self._set("spool_dir", spool_dir)
         self._set("notify_failure_interval", notify_failure_interval)
         self._set("notify_failure_cmd", notify_failure_cmd)
@@ -58,6 +63,7 @@ class ExtsmailConf(_Frozen):
         self._set("max_age", max_age)
         self._set("permanent_failures", permanent_failures)
         self._set("network_events", network_events)
+        self._set("keep_sent", keep_sent)
 
 
 _CONF_TYPES = {
@@ -69,6 +75,7 @@ _CONF_TYPES = {
     "max_age": "TIME",
     "permanent_failures": "BOOLEAN",
     "network_events": "BOOLEAN",
+    "keep_sent": "TIME",
 }
 # The values of a BOOLEAN key: a bare word or the same in double quotes.
 _BOOLEANS = {"yes": True, "no": False}

@@ -16,6 +16,16 @@ Contracts:
 - The last delivery error of each message is kept in
   spool_dir/errors/NAME for --list (`record_error`, `read_error`); those
   notes are best effort and never fail a delivery.
+- Each message's state (status.py) is written before an external gets it
+  (sending) and after (sent, retrying, uncertain, failed); a state that
+  cannot be written is logged, never a failed delivery.
+- A try is uncertain when the external read the whole message and was then
+  killed, stalled, stopped or lost its link (ssh's exit status 255): it
+  may have been sent.  When that external deduplicates (`dedup = "yes"`,
+  the dedup-sendmail wrapper) no other is tried for the message in that
+  pass: the next pass sends it through the same one again, harmlessly.
+  Otherwise the message falls back and is retried as after any failure,
+  and its sent state says "may be a duplicate".
 - A failure is permanent when the external exits with one of its
   `permanent` statuses (externals.DEFAULT_PERMANENT unless the externals
   file says), and only then: a signal, a stall or any other status is
@@ -39,7 +49,7 @@ import os
 import time
 
 from ..core.errors import DataError, RoammailError
-from . import spool
+from . import spool, status
 
 TYPE_CHECKING = False  # typing is not imported at run time: an empty-queue run avoids it
 if TYPE_CHECKING:
@@ -57,6 +67,9 @@ KILL_GRACE = 5.0
 STDERR_PIECE = 800
 
 ERRORS_DIR = "errors"  # spool_dir/errors/NAME: the last delivery error
+# A daemon prunes the sent states (keep_sent) at most this often (seconds).
+PRUNE_INTERVAL = 3600.0
+SSH_CONNECTION_LOST = 255  # ssh's exit status when the connection failed or broke
 
 
 def holds_back(external, last_success: dict[str, float], started: float, now: float,
@@ -122,6 +135,7 @@ class Deliverer:
         self.before_delivery: Callable[[], None] | None = None
         self._sharing = None  # sshshare.SshSharing, made for the first delivery
         self._log_lock = _thread.allocate_lock()
+        self._pruned = 0.0  # when the sent states were last pruned
 
     # -- one cycle -----------------------------------------------------------
 
@@ -130,6 +144,7 @@ class Deliverer:
         for path in spool.remove_stale_temporaries(self.settings.spool_dir, time.time()):
             self.log.info("removed %s, left over by an interrupted extsmail", path)
         paths = spool.list_messages(self.settings.spool_dir)
+        self.prune_states(paths)
         if random_start and paths:
             import random
 
@@ -159,6 +174,25 @@ class Deliverer:
 
         record_pass(self)
         return result
+
+    def prune_states(self, paths: list[str]) -> None:
+        """Remove the sent states older than keep_sent (in a daemon, at most
+        every PRUNE_INTERVAL) and the states of deleted messages."""
+        now = time.time()
+        if self.daemon and now - self._pruned < PRUNE_INTERVAL:
+            return
+        self._pruned = now
+        spool_dir = self.settings.spool_dir
+        status.prune(spool_dir, self.settings.conf.keep_sent, now,
+                     {os.path.basename(p) for p in paths},
+                     {os.path.basename(p) for p in spool.list_failed(spool_dir)})
+
+    def save_state(self, record: dict) -> None:
+        """Write a message's state; a failure is logged, nothing more."""
+        try:
+            status.write(self.settings.spool_dir, record)
+        except RoammailError as exc:
+            self.log.error("%s: cannot record its delivery state: %s", record["id"], exc)
 
     def sharing(self):
         """The ssh connection sharing of this pass (see sshshare.py)."""
@@ -271,10 +305,19 @@ class Deliverer:
         path = message.path
 
         lines = header_lines(read_head(message.stream()))
+        message_id = status.message_id_of(lines)
+        record = status.read(self.settings.spool_dir, name) \
+            or status.new_record(name, message_id, message.mtime)
+        record["message_id"] = record["message_id"] or message_id
+        if record["state"] == "sending" and record["external"]:
+            # Left by an extsmaild that was killed while the external had it.
+            record["uncertain_via"] = sorted({*record["uncertain_via"], record["external"]})
         chosen = select(self.settings.groups, lines)
         if chosen is None:
             error = "no group of the externals file matches its headers"
             self.record_error(name, error)
+            record.update(state="retrying", error=error, next_try=None)
+            self.save_state(record)
             self.log.error("%s: no group of %s matches its headers; left in the queue",
                            name, self.settings.externals_path)
             return "failed", error
@@ -288,20 +331,40 @@ class Deliverer:
 
             argv = self.sharing().argv(external.name, list(external.sendmail_argv)) \
                 + [os.fsdecode(a) for a in message.args]
+            before = record["state"]
+            record.update(state="sending", external=external.name,
+                          attempts=(record["attempts"] or 0) + 1, next_try=None)
+            self.save_state(record)
             res = child.run_child(argv, message.stream(), stall_timeout=self.stall_timeout,
                                   grace=KILL_GRACE, should_abort=lambda: self.stopping)
             if res.ok:
                 spool.remove(message)
                 self.clear_error(name)
                 self.last_success[external.name] = time.time()
-                self.log.info("%s: sent via %s (%d bytes)", name, external.name,
-                              message.size - message.body_offset)
+                duplicate = any(via != external.name or not external.dedup
+                                for via in record["uncertain_via"])
+                lines_out = stderr_pieces(stderr_text(res))
+                record.update(state="sent", sent_at=int(time.time()), error=None,
+                              duplicate=duplicate,
+                              output=lines_out[-1] if lines_out else None)
+                self.save_state(record)
+                self.log.info("%s: sent via %s (%d bytes)%s", name, external.name,
+                              message.size - message.body_offset,
+                              "; it may be a duplicate: an earlier try was uncertain"
+                              if duplicate else "")
                 return "sent", ""
+            why = res.describe()
+            if uncertain(res, external):
+                record.update(state="uncertain", error=f"via {external.name}: {why}",
+                              uncertain_via=sorted({*record["uncertain_via"], external.name}))
+                self.save_state(record)
             if res.aborted:
+                if record["state"] == "sending":
+                    record["state"] = before
+                    self.save_state(record)
                 self.log.info("%s: delivery via %s stopped: extsmaild is exiting; "
                               "the message stays queued", name, external.name)
                 return "kept", ""
-            why = res.describe()
             err = stderr_text(res)
             with self._log_lock:  # a failure's lines stay together
                 for line in failure_lines(external.name, external.sendmail, path, res):
@@ -315,11 +378,21 @@ class Deliverer:
                 # About the message, not the external: no other external is
                 # tried, and the external stays usable for other messages.
                 return self.set_aside(message, name, f"via {external.name}: {why} "
-                                      "(a permanent failure)", err), ""
+                                      "(a permanent failure)", err, record), ""
             self.last_failure[external.name] = (time.time(), why)
             error = f"via {external.name}: {why}" + (f"\n{err}" if err else "")
             self.record_error(name, error)
             failed_externals.add(external.name)
+            if record["state"] == "uncertain":
+                self.log.error("%s: external %s read the whole message before it failed: "
+                               "it may have been sent%s", name, external.name,
+                               "; tried again through it in the next pass" if external.dedup
+                               else "; sending it again may make a duplicate")
+                if external.dedup:  # only a try through it again is safe
+                    return "failed", error
+            else:
+                record.update(state="retrying", error=error)
+                self.save_state(record)
             if holds_back(external, self.last_success, self.started, time.time(),
                           self.daemon):
                 break
@@ -330,6 +403,9 @@ class Deliverer:
             error = f"not tried: {names} failed earlier in this cycle"
             prior = self.read_error(name)
             self.record_error(name, error)
+            if record["state"] != "uncertain":
+                record.update(state="retrying", error=prior.split(" ", 2)[-1] if prior else error)
+                self.save_state(record)
             if prior:  # the last real error, for a report on the queue lifetime
                 error = prior.split(" ", 2)[-1]
         return "failed", error
@@ -341,7 +417,7 @@ class Deliverer:
                 and res.returncode in external.permanent)
 
     def set_aside(self, message: spool.QueuedMessage, name: str, reason: str,
-                  detail: str) -> str:
+                  detail: str, record: dict | None = None) -> str:
         """Report a message that will not be sent and move it to failed/;
         "set aside", or "kept" when it could not be moved (it is then
         tried again, and reported again)."""
@@ -354,6 +430,11 @@ class Deliverer:
         except RoammailError as exc:
             self.log.error("%s: cannot set it aside, left in the queue: %s", name, exc)
             return "kept"
+        if record is None:
+            record = status.read(self.settings.spool_dir, name) \
+                or status.new_record(name, None, message.mtime)
+        record.update(state="failed", error=reason, failed_path=where, next_try=None)
+        self.save_state(record)
         self.log.error("%s: not sent, and not tried again: %s; moved to %s", name, reason,
                        where)
         return "set aside"
@@ -368,6 +449,19 @@ class Deliverer:
 
     def read_error(self, name: str) -> str | None:
         return read_error(self.settings.spool_dir, name)
+
+
+def uncertain(res, external) -> bool:
+    """Whether a failed try may have sent the message: the external read
+    all of it, then did not say (killed, stalled, stopped, an I/O error,
+    or ssh's lost connection) whether it took it."""
+    if not res.stdin_complete or res.ok:
+        return False
+    if res.stalled or res.aborted or res.signal is not None or res.error is not None:
+        return True
+    from .sshshare import is_ssh
+
+    return res.returncode == SSH_CONNECTION_LOST and is_ssh(list(external.sendmail_argv))
 
 
 # -- failure log lines ---------------------------------------------------------

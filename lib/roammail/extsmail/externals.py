@@ -19,7 +19,7 @@ Grammar (BNF; ID, STRING and TIME are the tokens of core/tokens.py):
     <external>  ::= "external" ID "{" <settings> "}"
     <settings>  ::= "" | <setting> <settings>
     <setting>   ::= "sendmail" "=" STRING | "timeout" "=" TIME
-                  | "permanent" "=" STRING
+                  | "permanent" "=" STRING | "dedup" "=" STRING
 
 A file has at least one group and every group at least one external; the
 header rules of a group come before its externals.  In an external,
@@ -31,7 +31,10 @@ literal dot).  `sendmail` is split into words as a POSIX shell would,
 without running a shell: quotes and backslashes group words, and nothing is
 expanded.  `permanent` lists, separated by blanks, the exit statuses of the
 external that say a message can never be sent (an empty string: none);
-without it, DEFAULT_PERMANENT.  The C extsmail does not know `permanent`.
+without it, DEFAULT_PERMANENT.  `dedup` is "yes" when the external drops
+a message whose Message-ID it has already taken (share/roammail/
+dedup-sendmail on the far side), "no" (the default) otherwise.  The C
+extsmail knows neither `permanent` nor `dedup`.
 """
 
 from __future__ import annotations
@@ -88,26 +91,29 @@ class External(_Frozen):
     sendmail_argv is sendmail split into words as a POSIX shell would,
     without running a shell.  timeout is in seconds, None when not given.
     permanent is the set of exit statuses that are permanent failures,
-    DEFAULT_PERMANENT when not given.
+    DEFAULT_PERMANENT when not given.  dedup says that sending a message
+    again through it cannot make a duplicate.
     """
 
-    __slots__ = ("name", "sendmail", "sendmail_argv", "timeout", "line", "permanent")
+    __slots__ = ("name", "sendmail", "sendmail_argv", "timeout", "line", "permanent", "dedup")
     name: str
     sendmail: str
     sendmail_argv: list
     timeout: int | None
     line: int
     permanent: frozenset
+    dedup: bool
 
     def __init__(self, name: str, sendmail: str, sendmail_argv: list,
                  timeout: int | None, line: int,
-                 permanent: frozenset = DEFAULT_PERMANENT) -> None:
+                 permanent: frozenset = DEFAULT_PERMANENT, dedup: bool = False) -> None:
         self._set("name", name)
         self._set("sendmail", sendmail)
         self._set("sendmail_argv", sendmail_argv)
         self._set("timeout", timeout)
         self._set("line", line)
         self._set("permanent", permanent)
+        self._set("dedup", dedup)
 
 
 class Group(_Frozen):
@@ -124,7 +130,8 @@ class Group(_Frozen):
         self._set("line", line)
 
 
-_EXTERNAL_TYPES = {"sendmail": "STRING", "timeout": "TIME", "permanent": "STRING"}
+_EXTERNAL_TYPES = {"sendmail": "STRING", "timeout": "TIME", "permanent": "STRING",
+                   "dedup": "STRING"}
 
 
 def parse_externals(data: bytes | str, path: str) -> list[Group]:
@@ -174,6 +181,7 @@ def _external(ts: TokenStream, names: dict[str, int]) -> External:
     argv: list[str] = []
     timeout: int | None = None
     permanent = DEFAULT_PERMANENT
+    dedup = False
     while ts.peek().kind != "RBRACE":
         key, value = ts.assignment("a key or '}'")
         key_name = ts.setting(key, value, _EXTERNAL_TYPES, seen, f"external '{name}'")
@@ -182,12 +190,17 @@ def _external(ts: TokenStream, names: dict[str, int]) -> External:
             argv = _split_command(ts, key, sendmail)
         elif key_name == "permanent":
             permanent = _exit_statuses(ts, key, str(value.value))
+        elif key_name == "dedup":
+            if value.value not in ("yes", "no"):
+                raise ts.error(key, "'dedup' takes \"yes\" or \"no\", "
+                               f"not \"{str(value.value)[:20]}\"")
+            dedup = value.value == "yes"
         else:
             timeout = int(value.value)
     ts.next()
     if sendmail is None:
         raise ts.error(start, f"external '{name}' has no sendmail")
-    return External(name, sendmail, argv, timeout, start.line, permanent)
+    return External(name, sendmail, argv, timeout, start.line, permanent, dedup)
 
 
 def _exit_statuses(ts: TokenStream, key: Token, text: str) -> frozenset:

@@ -10,6 +10,7 @@ Usage:
   extsmaild [options] --failed
   extsmaild [options] --retry ID...
   extsmaild [options] --wake
+  extsmaild [options] --status [--json] [ID]
   extsmaild -V | -v | --version
   extsmaild -h | --help
 
@@ -35,6 +36,10 @@ Options:
   --retry                    Put the failed messages ID... back in the queue.
   --wake                     Tell the daemon of the spool that the network
                              changed: it passes over the queue now.
+  --status                   Print what became of each message, or of the
+                             one ID (a queue ID or a Message-ID) only: exit
+                             0 sent, 1 not yet, 2 failed, 66 unknown.
+  --json                     With --status, a JSON list for scripts.
   -j N, --jobs N             Hand up to N messages at once to the externals
                              (1: one at a time, as the original) [default: 4].
   --stall-timeout SECONDS    Kill an external that makes no I/O progress for
@@ -468,7 +473,7 @@ _DOCOPT_DEFAULTS: dict[str, object] = {
     "--mode": "batch",
     "--foreground": False, "--test": False, "EXTERNALS": None, "--flush": False,
     "--list": False, "--show": False, "ID": [], "--delete": False, "--version": False,
-    "--failed": False, "--retry": False, "--wake": False,
+    "--failed": False, "--retry": False, "--wake": False, "--status": False, "--json": False,
     "-v": False,
     "--help": False,
 }
@@ -523,7 +528,7 @@ def run(argv: list[str] | None) -> int:
         _, conf = load_conf(conf_opt)
         return wake_daemon(locations.expand_home(conf.spool_dir))
     if args["--list"] or args["--show"] or args["--delete"] or args["--failed"] \
-            or args["--retry"]:
+            or args["--retry"] or args["--status"]:
         from .queue import delete_messages, list_failed, list_queue, retry_messages, show_message
 
         _, conf = load_conf(conf_opt)
@@ -537,6 +542,11 @@ def run(argv: list[str] | None) -> int:
             return list_failed(spool_dir, sys.stdout)
         if args["--retry"]:
             return retry_messages(spool_dir, args["ID"], setup_log(stderr=True))
+        if args["--status"]:
+            from .queue import show_status
+
+            return show_status(spool_dir, args["ID"][0] if args["ID"] else None,
+                               args["--json"], sys.stdout, sys.stderr)
         return delete_messages(spool_dir, args["ID"], setup_log(stderr=True))
     settings = load_settings(conf_opt, externals_opt)
     if args["--flush"]:

@@ -1,5 +1,6 @@
 """queue.py: the queue commands of extsmaild: --list, --show, --delete,
---failed and --retry, and extsmail's sendmail-style listing (-bp, mailq).
+--failed, --retry and --status, and extsmail's sendmail-style listing (-bp,
+mailq).
 
 Spool file names stay what the writers made them (the C extsmail reads
 the same spool); what users see and type is a short ID: the first hex
@@ -32,6 +33,7 @@ import time
 
 from ..core.errors import EX_DATAERR, EX_IOERR, EX_TEMPFAIL, DataError, UsageError
 from . import spool
+from . import status as states
 from .deliver import ERRORS_DIR, clear_error, read_error
 
 SHORT_ID_MIN = 8  # hex digits: a collision needs about 65,000 queued messages
@@ -462,6 +464,7 @@ def retry_messages(spool_dir: str, idents: list[str], log) -> int:
         if spool.put_back(spool_dir, name, time.time()) is None:
             continue  # put back by another --retry meanwhile
         clear_error(spool_dir, name)
+        states.remove(spool_dir, name)  # queued again, from the start
         log.info("%s: back in the queue", name)
     return 0
 
@@ -538,5 +541,26 @@ def delete_messages(spool_dir: str, idents: list[str], log) -> int:
         with message:
             spool.remove(message)
         clear_error(spool_dir, name)
+        states.remove(spool_dir, name)
         log.info("%s: deleted", name)
     return status
+
+
+def show_status(spool_dir: str, ident: str | None, as_json: bool, out, err) -> int:
+    """--status [ID]: each message's delivery state, one line each (or a
+    JSON list).  With ID (a queue ID or a Message-ID) only that message's,
+    and the exit status says what became of it (states.exit_status)."""
+    records = states.all_records(spool_dir)
+    if ident is not None:
+        records = states.find(records, ident)
+    if as_json:
+        import json
+
+        out.write(json.dumps([states.public(r) for r in records], indent=1) + "\n")
+    else:
+        out.writelines(states.describe(r) + "\n" for r in records)
+    if ident is None:
+        return 0
+    if not records:
+        err.write(f"extsmaild: no message {ident} (queued, sent or failed)\n")
+    return states.exit_status(records)
