@@ -42,7 +42,7 @@ def test_options_as_the_usage_text_writes_them() -> None:
 def test_options_of_the_usage_lines_alone() -> None:
     # extsmail parses by hand and has no Options: section.
     words = [o.words for o in parse_options(usage("extsmail"))]
-    assert words == [["-V"], ["--version"], ["--help"]]
+    assert words == [["-bp"], ["-q"], ["-V"], ["--version"], ["--help"]]
     doc = "Usage:\n  t [-x] [--level=N] [--] ARG\n"
     assert parse_options(doc) == [Option("-x", None, None), Option(None, "--level", "N", True)]
 

@@ -428,7 +428,7 @@ def test_conf_is_a_frozen_value() -> None:
     assert repr(conf) == ("ExtsmailConf(spool_dir='/s', notify_failure_interval=0, "
                           "notify_failure_cmd=None, notify_success_cmd='x', "
                           "report_maildir=None, max_age=0, permanent_failures=True, "
-                          "network_events=True)")
+                          "network_events=True, keep_sent=604800)")
     with pytest.raises(AttributeError):
         conf.spool_dir = "/t"  # type: ignore[misc]
     with pytest.raises(TypeError):
