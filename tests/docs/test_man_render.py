@@ -32,6 +32,7 @@ DEBIAN_PAGES = {
     "prctl(2)",         # manpages-dev
     "regex(7)",         # manpages
     "rsync(1)",         # rsync
+    "runuser(1)",       # util-linux
     "rsyslogd(8)",      # rsyslog
     "sendmail(8)",      # any mail-transport-agent (dma, exim4, postfix)
     "sh(1)",            # dash
