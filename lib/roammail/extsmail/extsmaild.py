@@ -231,8 +231,20 @@ class Daemon:
             self.events.close()
             self.events = None
 
+    def note_next_try(self, when: float | None) -> None:
+        """Tell --status when the waiting messages are tried again (None:
+        when the network is back)."""
+        from . import status
+
+        try:
+            status.schedule_retries(self.settings.spool_dir, when)
+        except (RoammailError, OSError) as exc:
+            self.log.warning("cannot note the next try in %s: %s",
+                             status.status_dir(self.settings.spool_dir), exc)
+
     def went_offline(self) -> None:
         self.offline = True
+        self.note_next_try(None)
         waiting = len(spool.list_messages(self.settings.spool_dir))
         self.log.info("network offline: %d message%s wait%s", waiting,
                       "" if waiting == 1 else "s", "s" if waiting == 1 else "")
@@ -320,6 +332,7 @@ class Daemon:
                     self.backoff = (BACKOFF_FIRST if not self.backoff
                                     else min(BACKOFF_MAX, self.backoff * 2))
                     wait, random_start = self.backoff, True
+                    self.note_next_try(time.time() + wait)
                 else:
                     self.backoff, random_start = 0.0, False
                     wait = POLL

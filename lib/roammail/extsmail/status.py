@@ -113,6 +113,27 @@ def write(spool_dir: str, record: dict, now: float | None = None) -> None:
     write_file_atomically(os.path.join(directory, record["id"]), data.encode() + b"\n")
 
 
+def schedule_retries(spool_dir: str, next_try: float | None) -> None:
+    """Note when the daemon tries its waiting messages again: `next_try`
+    (a time), or None (when the network is back).  Only the records of
+    messages that wait (retrying, uncertain) change."""
+    directory = status_dir(spool_dir)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    when = _whole(next_try)
+    for name in names:
+        if name.startswith("."):
+            continue
+        record = _load(os.path.join(directory, name))
+        if record is None or record.get("state") not in ("retrying", "uncertain") \
+                or record.get("next_try") == when:
+            continue
+        record["next_try"] = when
+        write(spool_dir, record)
+
+
 def remove(spool_dir: str, name: str) -> None:
     try:
         os.unlink(os.path.join(status_dir(spool_dir), name))
@@ -281,7 +302,7 @@ def describe(record: dict) -> str:
         return head + f"sending via {record['external']} since {_clock(record['updated'])}"
     if state == "retrying":
         when = f"next try {_clock(record['next_try'])}" if record["next_try"] \
-            else "next try at the next run"
+            else "next try at the next run, or when the network is back"
         return head + f"retrying: {tries}, {when}, last error: {error}"
     if state == "uncertain":
         return head + (f"uncertain: via {record['external']} at {_clock(record['updated'])} "
