@@ -260,6 +260,9 @@ def test_offline_the_queue_waits_quietly_then_goes_out_when_the_link_is_up(
     assert noise(d) == [], d.text()
     assert len(ext_home.queued()) == 5
     assert message_ids(received) == []
+    # roammail-status tells a queue that waits for the network from a stuck one.
+    line = ext_home.run("roammail-status").stdout.decode()
+    assert line.startswith("mail: 5 queued (oldest ") and ", offline)" in line, line
 
     link.up()
     up_at = time.monotonic()

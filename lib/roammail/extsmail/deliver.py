@@ -128,6 +128,7 @@ class Deliverer:
         self.started = time.time()
         self.last_success: dict[str, float] = {}
         self.last_failure: dict[str, tuple[float, str]] = {}  # name -> (time, why)
+        self.network: str | None = None  # "online"/"offline" when a daemon follows events
         self.stopping = False
         self.reported_corrupt: dict[str, float] = {}
         # Called once, before the first delivery (batch mode installs its

@@ -223,6 +223,7 @@ class Daemon:
                           "schedule only: %s", exc)
             return
         self.events = events
+        self.deliverer.network = "online"
         if not events.online:
             self.went_offline()
 
@@ -244,7 +245,11 @@ class Daemon:
 
     def went_offline(self) -> None:
         self.offline = True
+        self.deliverer.network = "offline"
         self.note_next_try(None)
+        from .health import record_pass
+
+        record_pass(self.deliverer)  # roammail-status: the queue waits for the network
         waiting = len(spool.list_messages(self.settings.spool_dir))
         self.log.info("network offline: %d message%s wait%s", waiting,
                       "" if waiting == 1 else "s", "s" if waiting == 1 else "")
@@ -261,6 +266,7 @@ class Daemon:
                 due = False
             elif self.offline and event == ONLINE:
                 self.offline = False
+                self.deliverer.network = "online"
                 self.log.info("network online: passing the queue now")
                 due = True
             elif not self.offline:  # online, changed, or resumed while online

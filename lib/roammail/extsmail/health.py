@@ -72,7 +72,8 @@ def record_pass(deliverer) -> None:
         "failed": len(spool.list_failed(spool_dir)),
         "externals": externals_merged(previous, deliverer.last_success,
                                       deliverer.last_failure),
-        "network": None,  # extsmaild does not follow the network itself
+        # "online" or "offline" when the daemon follows the network's events
+        "network": getattr(deliverer, "network", None),
         "last_pass": round(time.time(), 3),
     }
     deliverer._health_previous = state

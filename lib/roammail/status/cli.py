@@ -156,7 +156,9 @@ class Report:
         level = Thresholds.level(age, self.limits.queue)
         if queued:
             text = f"mail: {queued} queued (oldest {short_age(age or 0)}"
-            text += ", stale)" if level != OK else ")"
+            text += ", stale" if level != OK else ""
+            # A queue that waits for the network is no fault of the mail's.
+            text += ", offline)" if rec.get("network") == "offline" else ")"
         else:
             text = "mail: queue empty"
         if failed:
