@@ -14,16 +14,13 @@ its links and routes changed with ip(8); removed at the end.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 from mswatch_helpers import RECORDER, Running
 
-from peers.require import require_program
+from peers.netns import Netns, namespace
 
 
 @pytest.fixture
@@ -82,47 +79,8 @@ def recorder(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     return make
 
 
-class Netns:
-    """A network namespace with a veth pair v0 (inside) - v1 (its peer, up)."""
-
-    ADDRESS = "10.78.0.2/24"
-    GATEWAY = "10.78.0.1"
-    OTHER_GATEWAY = "10.78.0.3"  # a second gateway on v0's network
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.etc = Path("/etc/netns") / name
-
-    def ip(self, *args: str) -> None:
-        subprocess.run(["ip", "-n", self.name, *args], check=True, timeout=10,
-                       stdout=subprocess.DEVNULL)
-
-    def sh(self, script: str) -> None:
-        subprocess.run(["ip", "netns", "exec", self.name, "sh", "-ec", script],
-                       check=True, timeout=30)
-
-    def go_online(self) -> None:
-        self.ip("address", "add", self.ADDRESS, "dev", "v0")
-        self.ip("link", "set", "v0", "up")
-        self.ip("route", "add", "default", "via", self.GATEWAY, "dev", "v0")
-
-
 @pytest.fixture
 def netns() -> Iterator[Netns]:
-    """A namespace of the test's own (and its /etc/netns/NAME/resolv.conf,
-    which `ip netns exec` mounts over /etc/resolv.conf), removed at the end."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    require_program("ip")
-    ns = Netns(f"roammail-mswatch-{os.getpid()}")
-    subprocess.run(["ip", "netns", "del", ns.name], stderr=subprocess.DEVNULL, check=False)
-    subprocess.run(["ip", "netns", "add", ns.name], check=True, timeout=10)
-    try:
-        ns.etc.mkdir(parents=True, exist_ok=True)
-        (ns.etc / "resolv.conf").write_text("nameserver 10.78.0.53\n")
-        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
-        ns.ip("link", "set", "v1", "up")
+    """A namespace of the test's own (peers.netns), removed at the end."""
+    with namespace("roammail-mswatch", "10.78.0") as ns:
         yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns.name], check=False, timeout=10)
-        shutil.rmtree(ns.etc, ignore_errors=True)

@@ -12,59 +12,19 @@ otherwise: the host's bus plays no part.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from peers.require import require_program
+from peers.netns import Netns, namespace
 from peers.watchers import WatcherProcess
-
-ADDRESS = "10.77.0.2/24"
-GATEWAY = "10.77.0.1"
-
-
-class Netns:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.etc = Path("/etc/netns") / name
-        self.resolv_conf = self.etc / "resolv.conf"
-
-    def ip(self, *args: str) -> None:
-        subprocess.run(["ip", "-n", self.name, *args], check=True, timeout=10,
-                       stdout=subprocess.DEVNULL)
-
-    def sh(self, script: str) -> None:
-        """Run a shell script inside the namespace (quick bursts of ip)."""
-        subprocess.run(["ip", "netns", "exec", self.name, "sh", "-ec", script],
-                       check=True, timeout=30)
-
-    def go_online(self, gateway: str = GATEWAY) -> None:
-        self.ip("address", "add", ADDRESS, "dev", "v0")
-        self.ip("link", "set", "v0", "up")
-        self.ip("route", "add", "default", "via", gateway, "dev", "v0")
 
 
 @pytest.fixture
 def netns() -> Iterator[Netns]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    require_program("ip")
-    ns = Netns(f"roammail-test-{os.getpid()}")
-    subprocess.run(["ip", "netns", "del", ns.name], stderr=subprocess.DEVNULL, check=False)
-    subprocess.run(["ip", "netns", "add", ns.name], check=True, timeout=10)
-    try:
-        ns.etc.mkdir(parents=True, exist_ok=True)
-        ns.resolv_conf.write_text("nameserver 10.77.0.53\n")
-        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
-        ns.ip("link", "set", "v1", "up")  # so that v0 has a carrier once up
+    with namespace("roammail-test", "10.77.0") as ns:
         yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns.name], check=False, timeout=10)
-        shutil.rmtree(ns.etc, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 from peers.require import require_program
 from peers.waiting import wait_until
 
-OTHER_GATEWAY = "10.77.0.3"  # a second gateway on v0's network
 SETTLE = "0.5"  # seconds: short, so the tests are quick
 # The longest an event may take: the settle time, the five-second look at
 # the clocks and resolv.conf, and a busy machine.
@@ -26,7 +25,7 @@ def test_start_offline_online_changed_offline(netns, watcher) -> None:
     assert w.expect(["offline"]) == ["offline"]
     netns.go_online()
     assert w.expect(["online"], EVENT_TIMEOUT) == ["online"]
-    netns.ip("route", "replace", "default", "via", OTHER_GATEWAY, "dev", "v0")
+    netns.ip("route", "replace", "default", "via", netns.OTHER_GATEWAY, "dev", "v0")
     assert w.expect(["changed"], EVENT_TIMEOUT) == ["changed"]
     netns.ip("route", "del", "default")
     assert w.expect(["offline"], EVENT_TIMEOUT) == ["offline"]

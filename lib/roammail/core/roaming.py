@@ -443,3 +443,16 @@ class NetworkEvents:
                 poller.register(fd, select.POLLIN)
             poller.poll(self.timeout() * 1000 + 1)
             yield from self.process()
+
+
+def open_events(settle: float = DEFAULT_SETTLE) -> tuple[NetworkEvents | None, str]:
+    """NetworkEvents, opened; or None and the reason when the machine has
+    none to give (no netlink, no pyroute2): a daemon then goes on without,
+    on its own schedule, after saying so once."""
+    events = NetworkEvents(settle)
+    try:
+        events.open()
+    except (UnavailableError, OSError) as exc:
+        events.close()
+        return None, str(exc)
+    return events, ""

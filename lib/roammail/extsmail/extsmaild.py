@@ -212,15 +212,12 @@ class Daemon:
         if not self.settings.conf.network_events:
             self.log.info("network events off (network_events = no)")
             return
-        from ..core.roaming import NetworkEvents
+        from ..core.roaming import open_events
 
-        events = NetworkEvents(NETWORK_SETTLE)
-        try:
-            events.open()
-        except (RoammailError, OSError) as exc:
-            events.close()
+        events, why = open_events(NETWORK_SETTLE)
+        if events is None:
             self.log.info("network events unavailable, retrying on the backoff "
-                          "schedule only: %s", exc)
+                          "schedule only: %s", why)
             return
         self.events = events
         self.deliverer.network = "online"

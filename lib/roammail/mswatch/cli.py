@@ -291,14 +291,12 @@ class Mswatch:
     def open_events(self) -> None:
         """Listen to the machine's network events; without them (no
         netlink, no pyroute2) one line says so and mswatch works as ever."""
-        from ..core.roaming import NetworkEvents
+        from ..core.roaming import open_events
 
-        events = NetworkEvents()
-        try:
-            events.open()
-        except UnavailableError as exc:
+        events, why = open_events()
+        if events is None:
             self.log.info("no network events (%s): watchers and syncs are retried "
-                          "on their own schedule", exc)
+                          "on their own schedule", why)
             return
         self.events = events
         if not events.online:

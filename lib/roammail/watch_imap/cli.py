@@ -41,7 +41,6 @@ from ..core.cli import (
     require_stdout,
     silence_stdout,
 )
-from ..core.errors import UnavailableError
 from ..core.watchproto import COALESCE_WINDOW, READY_LINE, Coalescer, protocol_lines, write_all
 from .config import default_config_path, default_mbsyncrc, resolve_account
 from .watch import AccountWatch, MailboxNames, Reporter, list_names
@@ -160,15 +159,13 @@ class NetworkFeed:
             pass
 
     def _run(self) -> None:
-        from ..core.roaming import OFFLINE, NetworkEvents
+        from ..core.roaming import OFFLINE, open_events
 
         name = self.watch.account.name
-        events = NetworkEvents()
-        try:
-            events.open()
-        except UnavailableError as exc:
+        events, why = open_events()
+        if events is None:
             self._say(logging.INFO, "%s: no network events (%s): a dead connection is "
-                      "noticed by its keepalive", name, exc)
+                      "noticed by its keepalive", name, why)
             return
         try:
             if not events.online:
