@@ -13,11 +13,14 @@ INSTALLED launcher with that HOME.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from peers.waiting import wait_until
 
 RECORDER = """#!/bin/sh
 # A sendmail that records what it is given: argv and stdin, then exits
@@ -129,3 +132,55 @@ def ext_home(tmp_path: Path, installed) -> ExtHome:
 def simple_message(subject: str = "hello", to: str = "someone@example.org",
                    body: bytes = b"Hello.\n") -> bytes:
     return (f"From: me@example.org\nTo: {to}\nSubject: {subject}\n\n").encode() + body
+
+
+class Daemon:
+    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def lines(self) -> list[str]:
+        return self.text().splitlines()
+
+    def wait_log(self, needle: str, timeout: float = 10, count: int = 1) -> bool:
+        return wait_until(lambda: self.text().count(needle) >= count, timeout)
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def daemons(ext_home):
+    """start(*extra_args, prefix=(), env=None) -> a running, ready
+    `extsmaild -m daemon -f` (under the command `prefix`, e.g. ip netns
+    exec); each one's process group is killed at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def start(*extra: str, ready: bool = True, prefix: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> Daemon:
+        log = ext_home.tmp / f"daemon{len(started)}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [*prefix, ext_home.installed.tool("extsmaild"), "-m", "daemon", "-f", *extra],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                env=env or ext_home.env(), start_new_session=True)
+        started.append(proc)
+        d = Daemon(proc, log)
+        if ready:
+            assert d.wait_log("started:"), d.text()
+        return d
+
+    yield start
+    for proc in started:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)

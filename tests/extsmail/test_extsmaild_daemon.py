@@ -69,50 +69,6 @@ def lines_of(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-class Daemon:
-    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_log(self, needle: str, timeout: float = 10, count: int = 1) -> bool:
-        return wait_until(lambda: self.text().count(needle) >= count, timeout)
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 10) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-
-@pytest.fixture
-def daemons(ext_home):
-    """start(*extra_args) -> a running, ready extsmaild -m daemon -f."""
-    started: list[subprocess.Popen] = []
-
-    def start(*extra: str, ready: bool = True) -> Daemon:
-        log = ext_home.tmp / f"daemon{len(started)}.log"
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                [ext_home.installed.tool("extsmaild"), "-m", "daemon", "-f", *extra],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                env=ext_home.env(), start_new_session=True)
-        started.append(proc)
-        d = Daemon(proc, log)
-        if ready:
-            assert d.wait_log("started:"), d.text()
-        return d
-
-    yield start
-    for proc in started:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from extsmail.conftest import simple_message
+from extsmail.conftest import Daemon, simple_message
 from peers.require import require_program
 from peers.sshd import SshServer
 from peers.waiting import running, wait_until
@@ -35,51 +35,12 @@ SERVER_ADDRESS = "10.77.1.1"
 PROMPT = 4.0
 
 
-class Daemon:
-    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def lines(self) -> list[str]:
-        return self.text().splitlines()
-
-    def wait_log(self, needle: str, timeout: float = 10, count: int = 1) -> bool:
-        return wait_until(lambda: self.text().count(needle) >= count, timeout)
-
-    def stop(self, timeout: float = 10) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-
 @pytest.fixture
-def daemons(ext_home, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    """start(prefix=()) -> a ready `PREFIX... extsmaild -m daemon -f`; every
-    one's process group is killed at teardown."""
-    started: list[subprocess.Popen] = []
+def daemons(daemons, ext_home, tmp_path: Path) -> Callable[..., Daemon]:
+    """start(prefix=()) -> a ready `PREFIX... extsmaild -m daemon -f`, with
+    no system D-Bus (the host's plays no part)."""
     env = ext_home.env(DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path}/no-bus")
-
-    def start(prefix: tuple[str, ...] = ()) -> Daemon:
-        log = ext_home.tmp / f"daemon{len(started)}.log"
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                [*prefix, ext_home.installed.tool("extsmaild"), "-m", "daemon", "-f"],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
-                start_new_session=True)
-        started.append(proc)
-        d = Daemon(proc, log)
-        assert d.wait_log("started:"), d.text()
-        return d
-
-    yield start
-    for proc in started:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
+    return lambda prefix=(): daemons(prefix=tuple(prefix), env=env)
 
 
 def queue(h, message: bytes) -> None:

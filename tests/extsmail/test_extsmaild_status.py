@@ -233,29 +233,19 @@ def test_neomutt_sends_and_a_hook_waits_until_it_went_out(ext_home, tmp_path) ->
     assert b"Subject: did it go out?" in body
 
 
-def test_the_daemon_says_when_it_tries_again(ext_home) -> None:
+def test_the_daemon_says_when_it_tries_again(ext_home, daemons) -> None:
     # After a failed pass the daemon waits out its backoff: --status gives
     # the time of the next try, within that backoff (5 s first).
-    from extsmail.test_extsmaild_daemon import Daemon
-
     rec = ext_home.recorder("rec")
     rec.fail_with(75)
     ext_home.write_externals(f'group {{ external rec {{ sendmail = "{rec.path}" }} }}\n')
     queue(ext_home, message("<later@example.org>"))
-    log = ext_home.tmp / "daemon.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([ext_home.installed.tool("extsmaild"), "-m", "daemon", "-f"],
-                                stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                env=ext_home.env(), start_new_session=True)
-    daemon = Daemon(proc, log)
-    try:
-        began = int(time.time())
-        assert wait_until(lambda: states(ext_home, "later@example.org")[0]["next_try"],
-                          DEADLINE), daemon.text()
-        (state,) = states(ext_home, "later@example.org")
-        assert state["state"] == "retrying"
-        assert began <= state["next_try"] <= int(time.time()) + 60
-        res = status(ext_home, "later@example.org")
-        assert "next try 20" in res.stdout.decode()
-    finally:
-        assert daemon.stop() == 0
+    began = int(time.time())
+    daemon = daemons()
+    assert wait_until(lambda: states(ext_home, "later@example.org")[0]["next_try"],
+                      DEADLINE), daemon.text()
+    (state,) = states(ext_home, "later@example.org")
+    assert state["state"] == "retrying"
+    assert began <= state["next_try"] <= int(time.time()) + 60
+    assert "next try 20" in status(ext_home, "later@example.org").stdout.decode()
+    assert daemon.stop() == 0
