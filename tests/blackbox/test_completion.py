@@ -171,8 +171,8 @@ OPTIONS = {
     "extsmail": {"--version", "--help"},
     "extsmaild": {"-c", "--conf", "-e", "--externals", "-m", "--mode", "-f", "--foreground",
                   "-t", "--test", "--flush", "--list", "--show", "--delete", "--failed",
-                  "--retry", "-j", "--jobs",
-                  "--stall-timeout", "-v", "--version", "-h", "--help"},
+                  "--retry", "--wake", "--status", "--json", "-j", "--jobs",
+                  "--stall-timeout", "-V", "-v", "--version", "-h", "--help"},
     "watch-maildirs": {"-m", "--maildir=", "--exit-on-new-folder", "--delimiter=", "-V",
                        "--version", "-h", "--help"},
     "watch-imap": {"-a", "--account=", "-c", "--config=", "--mbsyncrc=", "-l", "--list",
@@ -188,6 +188,9 @@ OPTIONS = {
                    "--cache-ttl", "-V", "--version", "-h", "--help"},
     "watch-network": {"--exec=", "--settle=", "--once", "-q", "--quiet", "-V", "--version",
                       "-h", "--help"},
+    "roammail-status": {"--json", "--nagios", "--queue-age-warn=", "--queue-age-crit=",
+                        "--sync-age-warn=", "--sync-age-crit=", "-V", "--version", "-h",
+                        "--help"},
 }
 OPTIONS["watch_maildirs"] = OPTIONS["watch-maildirs"]
 
@@ -204,7 +207,7 @@ def test_a_dash_completes_the_options(complete, command: str) -> None:
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ("extsmaild --st", ["--stall-timeout"]),
+    ("extsmaild --st", ["--stall-timeout", "--status"]),
     ("smtpdcheck --cache", ["--cache", "--cache-ttl"]),
     ("watch-imap --acc", ["--account="]),
     ("mswatch --sync", ["--sync-now"]),
@@ -404,7 +407,7 @@ def test_the_wrapped_command_completes_as_a_command(complete, line: str) -> None
     ("inputkill watch-imap --li", {"--list"}),
     ("socketwatch -t 30 extsmaild -m ", {"batch", "daemon"}),
     ("inputkill --grace=1 socketwatch -t 5 extsmaild --mode d", {"daemon"}),
-    ("inputkill -- extsmaild --st", {"--stall-timeout"}),
+    ("inputkill -- extsmaild --st", {"--stall-timeout", "--status"}),
 ])
 def test_the_wrapped_commands_arguments_complete_as_its_own(complete, line: str,
                                                            expected: set[str]) -> None:

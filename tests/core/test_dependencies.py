@@ -17,6 +17,10 @@ IMPORT_NAME = {
     "python3-docopt": "docopt",
     "python3-daemon": "daemon",
     "python3-pyinotify": "pyinotify",
+    "pyroute2": "pyroute2",
+    "jeepney": "jeepney",
+    "python3-pyroute2": "pyroute2",
+    "python3-jeepney": "jeepney",
 }
 
 

@@ -171,9 +171,13 @@ class Deliverer:
         # Messages queued while we worked count as remaining too.
         left = len(spool.list_messages(self.settings.spool_dir))
         result.remaining = max(result.remaining, left)
-        from .health import record_pass
+        if paths or left:
+            # A pass over an empty queue (cron's extsmaild, every few
+            # minutes) leaves the record alone: roammail-status counts the
+            # queue itself, and writing would cost that run a JSON module.
+            from .health import record_pass
 
-        record_pass(self)
+            record_pass(self)
         return result
 
     def prune_states(self, paths: list[str]) -> None:

@@ -5,8 +5,9 @@ queue's length and its oldest message's queue time, the messages set
 aside in failed/, and per external the time of its last success and of
 its last failure with the reason.  A batch run knows only its own pass,
 so the externals' times are merged with the previous record.  Written
-once at the end of every pass, never per message; a failure to write it
-is logged once and never fails a delivery.
+once at the end of every pass that had a message (not over an empty
+queue: the status command counts the queue itself), never per message;
+a failure to write it is logged once and never fails a delivery.
 """
 
 from __future__ import annotations
