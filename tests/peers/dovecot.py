@@ -545,7 +545,9 @@ class DovecotServer:
         mechanisms = "plain login"
         oauth2 = ""
         all_users = ""
+        plain_only = ""
         if self.oauth2_introspection_url:
+            plain_only = "  mechanisms = plain login\n"
             # Every passdb is for some mechanisms only: a userdb lookup
             # (dovecot-lda's) would find none to confirm the user with.
             all_users = " allow_all_users=yes"
@@ -579,8 +581,7 @@ mail_max_userip_connections = 100
 imap_hibernate_timeout = 0
 {capability}passdb {{
   driver = passwd-file
-  mechanisms = plain login
-  args = scheme=PLAIN {self._passwd_file}
+{plain_only}  args = scheme=PLAIN {self._passwd_file}
 }}
 {oauth2}userdb {{
   driver = static
