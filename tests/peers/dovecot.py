@@ -37,6 +37,7 @@ the maildir `maildir/.NAME`, INBOX is `maildir` itself (`folder_path()`).
   until something makes it look at that folder; a client that has the
   folder selected and is in IDLE does hear of it (inotify).
 * `append(folder, message)`: IMAP APPEND (reported like deliver()).
+* `end_sessions()`: SIGTERM to every logged-in session (BYE, then closed).
 
 Tunnel.  `tunnel_command()` (a /bin/sh command line) and `tunnel_argv()` run
 a PREAUTH IMAP session for the user on stdin/stdout, which is what an IMAP
@@ -49,7 +50,16 @@ or stopped, and freeze() stops only the sessions already running.
 
 NOTIFY.  Dovecot advertises NOTIFY after login.  `notify=False` sets
 `imap_capability` to the server's own post-login list (asked from a PREAUTH
-session before the master starts) without NOTIFY.
+session before the master starts) without NOTIFY.  `sasl_ir=False` leaves
+SASL-IR out of it the same way, and so out of the greeting's list: clients
+must wait for "+" before their first AUTHENTICATE message.
+
+OAuth 2.0.  `oauth2_introspection_url=URL` adds XOAUTH2 and OAUTHBEARER
+(RFC 7628) to the mechanisms, checked by Dovecot's oauth2 passdb: every
+token is POSTed as `token=...` to URL (an RFC 7662 introspection endpoint
+the test serves on 127.0.0.1), which must answer 200 with
+{"active": true, "username": USER} for a token that is good; anything else
+refuses it.  PLAIN and LOGIN still take the password.
 
 Link and server failures.  `freeze()` sends SIGSTOP to every process of the
 instance (connections stay open and go silent; new connections are
@@ -376,7 +386,8 @@ class DovecotServer:
     """One Dovecot instance on 127.0.0.1; see the module docstring."""
 
     def __init__(self, directory: Path, *, private: bool, run_as: RunAs, notify: bool,
-                 user: str, password: str, certificates: Certificates) -> None:
+                 user: str, password: str, certificates: Certificates,
+                 oauth2_introspection_url: Optional[str] = None, sasl_ir: bool = True) -> None:
         self.host = HOST
         self.address = ADDRESS
         self.imap_port = 0
@@ -396,6 +407,9 @@ class DovecotServer:
         self._cert_file = directory / "cert.pem"
         self._key_file = directory / "key.pem"
         self._passwd_file = directory / "passwd"
+        self._oauth2_file = directory / "dovecot-oauth2.conf.ext"
+        self.oauth2_introspection_url = oauth2_introspection_url
+        self.sasl_ir = sasl_ir
         # base_dir holds Unix sockets, whose paths may not exceed 107 bytes.
         self._base_dir = directory / "run"
         self._short_base_dir = False
@@ -418,7 +432,9 @@ class DovecotServer:
     @classmethod
     def start(cls, workdir: Path, *, notify: bool = True, user: str = "tester",
               password: str = "secret",
-              certificates: Optional[Certificates] = None) -> DovecotServer:
+              certificates: Optional[Certificates] = None,
+              oauth2_introspection_url: Optional[str] = None,
+              sasl_ir: bool = True) -> DovecotServer:
         """Write the config and start Dovecot; return once both ports greet.
 
         `workdir` is created if missing and holds the server's files when the
@@ -444,7 +460,8 @@ class DovecotServer:
                 raise RuntimeError(f"neither {workdir} nor {directory.parent} is reachable "
                                    f"by user {run_as.user}")
         server = cls(directory, private=private, run_as=run_as, notify=notify, user=user,
-                     password=password, certificates=certificates or _default_certificates())
+                     password=password, certificates=certificates or _default_certificates(),
+                     oauth2_introspection_url=oauth2_introspection_url, sasl_ir=sasl_ir)
         _live_servers.add(server)
         try:
             server._prepare()
@@ -467,6 +484,15 @@ class DovecotServer:
         self._key_file.chmod(0o600)
         self._passwd_file.write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
         self._passwd_file.chmod(0o600)
+        if self.oauth2_introspection_url:
+            # Every token is POSTed (token=...) to the endpoint, which
+            # answers {"active": true, "username": USER} for a good one.
+            self._oauth2_file.write_text(
+                f"introspection_url = {self.oauth2_introspection_url}\n"
+                "introspection_mode = post\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n")
         for sub in ("cur", "new", "tmp"):
             (self.maildir / sub).mkdir(parents=True, exist_ok=True)
         self._base_dir.mkdir(exist_ok=True)
@@ -482,9 +508,11 @@ class DovecotServer:
         self.tunnel_path.chmod(0o755)
         self._write_config()
         self._chown_all()
-        if not self.notify:
+        if not self.notify or not self.sasl_ir:
+            dropped = {*(() if self.notify else ("NOTIFY",)),
+                       *(() if self.sasl_ir else ("SASL-IR",))}
             capability = self._probe_capability().split()
-            self._capability = " ".join(c for c in capability if c.upper() != "NOTIFY")
+            self._capability = " ".join(c for c in capability if c.upper() not in dropped)
             self._write_config()
             self._chown_all()
 
@@ -514,6 +542,22 @@ class DovecotServer:
         run_as = self.run_as
         capability = (f"imap_capability = {self._capability}\n"
                       if self._capability is not None else "")
+        mechanisms = "plain login"
+        oauth2 = ""
+        all_users = ""
+        plain_only = ""
+        if self.oauth2_introspection_url:
+            plain_only = "  mechanisms = plain login\n"
+            # Every passdb is for some mechanisms only: a userdb lookup
+            # (dovecot-lda's) would find none to confirm the user with.
+            all_users = " allow_all_users=yes"
+            mechanisms += " xoauth2 oauthbearer"
+            oauth2 = f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {self._oauth2_file}
+}}
+"""
         return f"""\
 # Generated by tests/peers/dovecot.py for one test server.
 base_dir = {self._base_dir}
@@ -529,7 +573,7 @@ log_path = {self.log_path}
 ssl = yes
 ssl_cert = <{self._cert_file}
 ssl_key = <{self._key_file}
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 # A wrong password is answered at once, not after the default 2 s.
 auth_failure_delay = 0
 # Tests open many connections from 127.0.0.1 (the default allows 10).
@@ -537,11 +581,11 @@ mail_max_userip_connections = 100
 imap_hibernate_timeout = 0
 {capability}passdb {{
   driver = passwd-file
-  args = scheme=PLAIN {self._passwd_file}
+{plain_only}  args = scheme=PLAIN {self._passwd_file}
 }}
-userdb {{
+{oauth2}userdb {{
   driver = static
-  args = uid={run_as.user} gid={run_as.group} home={self.home}
+  args = uid={run_as.user} gid={run_as.group} home={self.home}{all_users}
 }}
 mail_location = maildir:~/Maildir
 service imap-login {{
@@ -802,6 +846,17 @@ service auth-worker {{
     def sessions(self) -> int:
         """How many IMAP sessions (network and tunnel) are logged in right now."""
         return sum(1 for key in self._keys() if proctable.comm(key[0]) == "imap")
+
+    def end_sessions(self) -> int:
+        """SIGTERM every logged-in IMAP session: each says "* BYE" and
+        closes its connection, as a server does that ends a login (an
+        expired token); the master keeps accepting new ones.  How many."""
+        ended = 0
+        for key in self._keys():
+            if proctable.comm(key[0]) == "imap":
+                proctable.send(key, signal.SIGTERM)
+                ended += 1
+        return ended
 
     def wait_for_sessions(self, count: int, timeout: float = 5.0) -> bool:
         """Wait until sessions() == count; False on timeout."""

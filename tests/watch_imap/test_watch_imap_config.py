@@ -168,7 +168,13 @@ def test_network_events_can_be_turned_off(home: Path) -> None:
     ('account a { host = "h" user = "u" keepalive = 30m }', 1, "keepalive must be"),
     ('account a {\n user = "u"\n}', 1, "neither a host nor a tunnel"),
     ('account a { host = "h" }', 1, "has no user"),
-    ('account a { host = "h" user = "u" auth = "XOAUTH2" }', 1, "none of XOAUTH2"),
+    ('account a { host = "h" user = "u" auth = "CRAM-MD5" }', 1, "none of CRAM-MD5"),
+    ('account a { host = "h" user = "u"\n max_connections = 1 }', 2,
+     "holds up to 2 connections"),
+    ('account a { host = "h" user = "u" idle = "INBOX" idle = "Work"\n max_idle = 2\n'
+     ' max_connections = 2 }', 3, "more than max_connections = 2"),
+    ('account a { host = "h" user = "u" max_connections = 2000 }', 1,
+     "max_connections must be between 0"),
     ('account a { host = "h" user = "u" }\naccount a { }', 2, "already defined at line 1"),
     ('account a { host = "h" user = "u" port = 99999999999999 }', 1, "too large"),
     ('account a { mbsync = "nope" }', 1, "no IMAPAccount, IMAPStore or Channel 'nope'"),
@@ -184,6 +190,26 @@ def test_config_errors_name_file_and_line(home: Path, text: str, line: int,
         resolve_account("a", conf, rc)
     assert info.value.path == conf
     assert (info.value.line, needle in info.value.message) == (line, True), info.value
+
+
+def test_oauth_from_mbsync_and_our_file(home: Path) -> None:
+    rc = write(home, ".mbsyncrc", """\
+IMAPAccount m365
+Host outlook.office365.com
+User me@example.org
+PassCmd "pizauth show m365"
+AuthMechs XOAUTH2
+SSLType IMAPS
+""")
+    a = resolve_account("m365", None, rc)
+    assert (a.auth, a.pass_cmd, a.oauth) == (("XOAUTH2",), "pizauth show m365", True)
+    conf = write(home, "c", 'account g { host = "imap.gmail.com" user = "u"\n'
+                            ' auth = "oauthbearer" pass_cmd = "oama access u"\n'
+                            ' idle = "INBOX" idle = "Sent" max_connections = 15 }')
+    g = resolve_account("g", conf, rc)
+    assert (g.auth, g.oauth, g.connections_held()) == (("OAUTHBEARER",), True, 3)
+    assert not resolve_account("a", write(home, "d", 'account a { host = "h" user = "u" }'),
+                               rc).oauth
 
 
 def test_unknown_account_names_both_files(home: Path) -> None:

@@ -33,7 +33,8 @@ from .mbsyncrc import MbsyncConfig, Section, read_mbsyncrc
 TLS_MODES = ("imaps", "starttls", "none")
 WATCH_MODES = ("auto", "notify", "idle")
 NAME_STYLES = ("auto", "utf7", "utf8")
-KNOWN_MECHANISMS = ("PLAIN", "LOGIN")
+KNOWN_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER")
+OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")  # the secret is an access token
 
 DEFAULT_TIMEOUT = 20.0    # s, mbsync's default Timeout
 DEFAULT_KEEPALIVE = 120.0  # s between two proofs that a link is alive
@@ -41,6 +42,7 @@ MAX_KEEPALIVE = 29 * 60.0  # s: RFC 2177 wants IDLE renewed within 29 minutes
 DEFAULT_POLL = 300.0      # s between two STATUS polls of unwatched folders
 DEFAULT_MAX_IDLE = 4      # IDLE connections at most (without NOTIFY)
 MAX_IDLE_LIMIT = 64
+MAX_CONNECTIONS_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,18 @@ class Account:
     names: str                 # auto | utf7 | utf8 (how non-ASCII names are printed)
     channel: Optional[ChannelView] = None  # the mbsync Channel, when named by one
     network_events: bool = True  # act on the machine's network events (roaming)
+    max_connections: int = 0   # the server's limit per account; 0: not known
+
+    @property
+    def oauth(self) -> bool:
+        """Is the secret an access token (a mechanism allowed is OAuth)?"""
+        return any(m in OAUTH_MECHANISMS for m in self.auth)
+
+    def connections_held(self) -> int:
+        """The most connections watch-imap holds at once: one with NOTIFY;
+        without, one per folder IDLEd on (max_idle at most) and one more
+        for polling the others."""
+        return min(len(self.idle) or 1, self.max_idle) + 1
 
 
 _DEFAULTS = dict(host="", port=0, tls="", tunnel=None, user=None, user_cmd=None,
@@ -163,7 +177,7 @@ _KEYS = {
     "timeout": "TIME", "keepalive": "TIME", "mode": "STRING", "idle": "STRING",
     "max_idle": "NUMBER", "poll": "TIME", "path": "STRING", "use_namespace": "STRING",
     "delimiter": "STRING", "names": "STRING", "mbsync": "STRING",
-    "network_events": "STRING",
+    "network_events": "STRING", "max_connections": "NUMBER",
 }
 _REPEATABLE = ("idle", "ca_file")
 
@@ -357,6 +371,17 @@ def _complete(account: Account, where_line: dict) -> Account:
                                 "that often, and RFC 2177 wants it within 29 minutes)")
     if not 1 <= account.max_idle <= MAX_IDLE_LIMIT:
         raise fail("max_idle", f"max_idle must be between 1 and {MAX_IDLE_LIMIT}")
+    if not 0 <= account.max_connections <= MAX_CONNECTIONS_LIMIT:
+        raise fail("max_connections",
+                   f"max_connections must be between 0 (not known) and {MAX_CONNECTIONS_LIMIT}")
+    if (account.max_connections and account.mode != "notify"
+            and account.connections_held() > account.max_connections):
+        raise fail("max_connections" if "max_connections" in where_line else "max_idle",
+                   f"account '{account.name}': without NOTIFY watch-imap holds up to "
+                   f"{account.connections_held()} connections (IDLE on "
+                   f"{account.connections_held() - 1} folders, one more to poll), more "
+                   f"than max_connections = {account.max_connections}: lower max_idle "
+                   "or idle fewer folders")
     if account.delimiter is not None and len(account.delimiter) != 1:
         raise fail("delimiter", "delimiter must be one character")
     if not account.idle:

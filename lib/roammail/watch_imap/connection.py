@@ -2,9 +2,9 @@
 
 Owns `ImapConnection`, on the wire format of wire.py: one asyncio client
 connection over TLS (IMAPS), STARTTLS, plain TCP or a tunnel command (a
-PREAUTH session such as `ssh host /usr/lib/dovecot/imap`), with LOGIN or
-AUTHENTICATE PLAIN, IDLE (RFC 2177), a deadline on every exchange with the
-server, and a handler that sees every untagged response.
+PREAUTH session such as `ssh host /usr/lib/dovecot/imap`), with LOGIN,
+AUTHENTICATE PLAIN, XOAUTH2 or OAUTHBEARER (RFC 7628), IDLE (RFC 2177), a
+deadline on every exchange with the server, and a handler that sees every untagged response.
 
 It never prints, never decides what to watch or when, and never retries.
 Every failure is one of the typed exceptions below:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 import ssl
@@ -106,7 +107,7 @@ async def run_to_end(awaitable: Awaitable) -> Any:
 
 
 class AuthError(RoammailError):
-    """The server refused the user name or the password."""
+    """The server refused the user name, the password or the token."""
 
     exit_code = EX_NOPERM
 
@@ -530,29 +531,94 @@ class ImapConnection:
         return self.capabilities
 
     async def login(self, user: str, password: str, mechanisms: Sequence[str] = ()) -> None:
-        """Authenticate (nothing to do after PREAUTH).  mechanisms: what the
-        user allows, in order of preference ("PLAIN": AUTHENTICATE PLAIN,
-        "LOGIN": the LOGIN command); empty: PLAIN when offered, else LOGIN."""
+        """Authenticate (nothing to do after PREAUTH): choose_mechanism(),
+        then authenticate() with `password` (an access token for OAuth)."""
         if self.preauth:
             return
+        await self.authenticate(self.choose_mechanism(mechanisms), user, password)
+
+    def choose_mechanism(self, mechanisms: Sequence[str] = ()) -> str:
+        """The first of `mechanisms` (what the user allows, in order of
+        preference) the server offers: "PLAIN" (AUTHENTICATE PLAIN),
+        "LOGIN" (the LOGIN command), "XOAUTH2", "OAUTHBEARER" (RFC 7628);
+        empty: PLAIN when offered, else LOGIN.  AuthError when none is."""
         caps = self.capabilities
         allowed = [m.upper() for m in mechanisms] or ["PLAIN", "LOGIN"]
         for mechanism in allowed:
-            if mechanism == "PLAIN" and "AUTH=PLAIN" in caps:
-                await self._authenticate_plain(user, password)
-                break
-            if mechanism == "LOGIN" and "LOGINDISABLED" not in caps:
-                await self._auth_command(("LOGIN", astring(user), astring(password)), "LOGIN")
-                break
+            if mechanism == "LOGIN":
+                if "LOGINDISABLED" not in caps:
+                    return mechanism
+            elif f"AUTH={mechanism}" in caps:
+                return mechanism
+        offered = sorted(c[5:] for c in caps if c.startswith("AUTH="))
+        if "LOGINDISABLED" not in caps:
+            offered.append("LOGIN")
+        raise AuthError(f"{self.endpoint.label}: no authentication method in common "
+                        f"(allowed: {' '.join(allowed)}; offered: "
+                        f"{' '.join(offered) or 'none'})")
+
+    async def authenticate(self, mechanism: str, user: str, secret: str) -> None:
+        """Log in with `mechanism` (from choose_mechanism()); `secret` is the
+        password, or the access token for XOAUTH2 and OAUTHBEARER.  A
+        refusal is AuthError, and the connection may try again."""
+        if mechanism == "PLAIN":
+            await self._authenticate_plain(user, secret)
+        elif mechanism == "LOGIN":
+            await self._auth_command(("LOGIN", astring(user), astring(secret)), "LOGIN")
+        elif mechanism == "XOAUTH2":
+            # Google's and Microsoft's format; an error is answered with an empty line.
+            await self._authenticate_oauth(
+                mechanism, b"user=%s\x01auth=Bearer %s\x01\x01" % (user.encode(), secret.encode()),
+                b"")
+        elif mechanism == "OAUTHBEARER":
+            # RFC 7628: a GS2 header naming the user, then key=value pairs;
+            # an error is answered with a lone %x01.
+            authzid = user.replace("=", "=3D").replace(",", "=2C")
+            fields = b""
+            if self.endpoint.host and not self.endpoint.tunnel:
+                fields = b"host=%s\x01port=%d\x01" % (self.endpoint.host.encode(),
+                                                       self.endpoint.port)
+            message = (b"n,a=%s,\x01" % authzid.encode() + fields
+                       + b"auth=Bearer %s\x01\x01" % secret.encode())
+            await self._authenticate_oauth(mechanism, message, base64.b64encode(b"\x01"))
         else:
-            offered = sorted(c[5:] for c in caps if c.startswith("AUTH="))
-            if "LOGINDISABLED" not in caps:
-                offered.append("LOGIN")
-            raise AuthError(f"{self.endpoint.label}: no authentication method in common "
-                            f"(allowed: {' '.join(allowed)}; offered: "
-                            f"{' '.join(offered) or 'none'})")
+            raise AuthError(f"{self.endpoint.label}: unknown mechanism {mechanism}")
         if "CAPABILITY" not in self._last_auth_code:
             await self.refresh_capabilities()
+
+    async def _authenticate_oauth(self, mechanism: str, message: bytes, abort: bytes) -> None:
+        """AUTHENTICATE with one client message (SASL-IR when offered, else
+        after the server's "+"); a server that refuses the token sends its
+        error (JSON, base64) in a continuation, which `abort` answers
+        before the tagged NO."""
+        name = f"AUTHENTICATE {mechanism}"
+        encoded = base64.b64encode(message)
+        tag = self._next_tag()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending[tag] = future
+        if "SASL-IR" in self.capabilities:
+            first = f"{tag} {name} ".encode() + encoded + b"\r\n"
+        else:
+            try:
+                await self._await_continuation(f"{tag} {name}\r\n".encode(), tag, name)
+            except CommandFailed as exc:
+                self._auth_refused(exc.response)
+            first = encoded + b"\r\n"
+        self._continuation = loop.create_future()
+        self._continuation_tag = tag
+        await self._send(first)
+        answer = await self._wait(self._continuation, name)
+        self._continuation = None
+        self._continuation_tag = None
+        detail = ""
+        if answer.tag == "+":
+            detail = sasl_error_text(answer.text)
+            await self._send(abort + b"\r\n")
+            answer = await self._wait(future, name)
+        if answer.kind != "OK":
+            self._auth_refused(answer, detail)
+        self._auth_done(answer)
 
     async def _authenticate_plain(self, user: str, password: str) -> None:
         token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
@@ -584,11 +650,12 @@ class ImapConnection:
         if response.code_name == "CAPABILITY":
             self.capabilities = capabilities_of((response.code or [])[1:])
 
-    def _auth_refused(self, response: Response) -> None:
+    def _auth_refused(self, response: Response, detail: str = "") -> None:
         label = self.endpoint.label
         if response.code_name in ("UNAVAILABLE", "INUSE", "LIMIT"):
             raise LinkError(f"{label}: login not possible now: {response.text}")
-        raise AuthError(f"{label}: login refused: {response.text or response.kind}")
+        why = f" ({detail})" if detail else ""
+        raise AuthError(f"{label}: login refused: {response.text or response.kind}{why}")
 
     async def idle_start(self) -> None:
         """Send IDLE and wait for the server's "+"; CommandFailed if refused.
@@ -682,6 +749,22 @@ def os_error_text(exc: OSError) -> str:
     if exc.errno:
         return os.strerror(exc.errno)
     return exc.strerror or str(exc)
+
+
+def sasl_error_text(challenge: str) -> str:
+    """What an OAuth error continuation says, in a few words: RFC 7628's
+    and Google's JSON {"status": ..., "scope": ...}, base64 encoded."""
+    try:
+        decoded = base64.b64decode(challenge.strip(), validate=True).decode("utf-8")
+        error = json.loads(decoded)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(error, dict) or "status" not in error:
+        return ""
+    words = [f"token status {error['status']}"]
+    if error.get("scope"):
+        words.append(f"scope {error['scope']}")
+    return ", ".join(str(w)[:200] for w in words)
 
 
 def _command_name(parts: Sequence) -> str:

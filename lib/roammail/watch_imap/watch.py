@@ -44,8 +44,9 @@ from typing import Awaitable, Callable, Iterable, Optional
 
 from ..core.child import kill_group_async
 from ..core.errors import ConfigError, UnavailableError
-from .config import Account, ChannelView
+from .config import OAUTH_MECHANISMS, Account, ChannelView
 from .connection import (
+    AuthError,
     CommandFailed,
     Endpoint,
     ImapConnection,
@@ -190,7 +191,9 @@ async def run_secret_command(command: str, what: str) -> str:
 
 
 class Credentials:
-    """The user and password of an account, asked for once and kept."""
+    """The user and password of an account, asked for once and kept; an
+    OAuth access token is asked for anew at every login (the token helper
+    keeps it fresh, and it lives about an hour)."""
 
     def __init__(self, account: Account) -> None:
         self.account = account
@@ -212,6 +215,13 @@ class Credentials:
                                   "no password (pass or pass_cmd)")
             self._password = await run_secret_command(self.account.pass_cmd, "pass_cmd")
         return self._password
+
+    async def secret(self, mechanism: str) -> str:
+        """The password, or for an OAuth mechanism a token just printed by
+        pass_cmd (never logged)."""
+        if mechanism not in OAUTH_MECHANISMS or not self.account.pass_cmd:
+            return await self.password()
+        return await run_secret_command(self.account.pass_cmd, "pass_cmd (token helper)")
 
 
 def endpoint_of(account: Account) -> Endpoint:
@@ -273,9 +283,17 @@ class Session:
         self.connections.append(conn)
         await conn.open()
         if not conn.preauth:
-            user = await self.watch.credentials.user()
-            password = await self.watch.credentials.password()
-            await conn.login(user, password, account.auth)
+            credentials = self.watch.credentials
+            user = await credentials.user()
+            mechanism = conn.choose_mechanism(account.auth)
+            try:
+                await conn.authenticate(mechanism, user, await credentials.secret(mechanism))
+            except AuthError as exc:
+                if mechanism not in OAUTH_MECHANISMS or conn.failure is not None:
+                    raise
+                # Expired or revoked: the helper may have a fresh token by now.
+                log.info("%s; once more with a new token", exc)
+                await conn.authenticate(mechanism, user, await credentials.secret(mechanism))
         return conn
 
     async def setup(self) -> None:
@@ -717,6 +735,18 @@ class AccountWatch:
         return (checked is not None
                 and time.monotonic() - checked <= self.account.timeout + CHECK_TIMEOUT)
 
+    def _token_expired(self, session: Session) -> bool:
+        """Did the server end the session because the access token expired
+        (Microsoft's and Google's "BYE ... AccessTokenExpired")?  Then a
+        new login at once, with a new token, mends it."""
+        if not self.account.oauth:
+            return False
+        for conn in session.connections:
+            text = str(conn.failure or "").lower()
+            if "expired" in text and "token" in text:
+                return True
+        return False
+
     def _quiet(self) -> bool:
         """Offline: failures are expected, and no news."""
         return self.offline and not self.local
@@ -808,7 +838,8 @@ class AccountWatch:
                 except BaseException:
                     await session.close()
                     raise
-                if time.monotonic() - started >= STABLE_SESSION or self._after_check():
+                if (time.monotonic() - started >= STABLE_SESSION or self._after_check()
+                        or self._token_expired(session)):
                     self._delay = 0.0  # a link the network took: a new one at once
                 elif not self._quiet():
                     self._delay = min(RECONNECT_MAX, max(RECONNECT_FIRST, self._delay * 2))
