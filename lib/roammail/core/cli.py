@@ -243,8 +243,8 @@ def docopt_args(usage: str, argv: "list[str] | None", version: "str | None" = No
 def diagnose(usage: str, argv: "list[str]", options_first: bool = False) -> "str | None":
     """What is wrong with a command line docopt refused, found without
     docopt's words (the docopt Debian packages, 0.6, says only "Usage:"):
-    an unknown option, an option without its argument, or one operand too
-    many (the line parses without it).  None when it cannot tell."""
+    an unknown option, an option without its argument, or operands too
+    many (the line parses without them).  None when it cannot tell."""
     from docopt import DocoptExit, docopt
 
     takes_arg = options_of(usage)
@@ -281,12 +281,16 @@ def diagnose(usage: str, argv: "list[str]", options_first: bool = False) -> "str
             if options_first:
                 break
         i += 1
-    for index in reversed(operands):
+    # The operands from the k-th on are too many when the line parses
+    # without them: the k-th is the first extra one.
+    for k in reversed(range(len(operands))):
+        dropped = set(operands[k:])
         try:
-            docopt(usage, argv=argv[:index] + argv[index + 1:], options_first=options_first)
+            docopt(usage, argv=[w for i, w in enumerate(argv) if i not in dropped],
+                   options_first=options_first)
         except (DocoptExit, SystemExit):
             continue
-        return f"extra operand '{argv[index]}'"
+        return f"extra operand '{argv[operands[k]]}'"
     return None
 
 
