@@ -114,7 +114,7 @@ fi
 
 say "pytest"
 status=0
-"$venv/bin/python3" -m pytest "$@" || status=$?
+"$venv/bin/python3" -m pytest --durations=15 "$@" || status=$?
 
 # The tests that run against the packaged tools: every tool, through each
 # library the .deb swaps in (docopt, pyinotify), without the C extsmail
