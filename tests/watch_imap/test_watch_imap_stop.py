@@ -217,6 +217,27 @@ def test_signal_on_a_silent_link(dovecot, argv, imap_env) -> None:
         assert (status, took < limit) == (0, True), (signals, status, took, err)
 
 
+def test_a_signal_after_the_reader_left_is_the_reason_given(dovecot, argv, imap_env) -> None:
+    # What mswatch does when it stops a watcher: it closes the watcher's
+    # pipe, then sends SIGTERM.  On a silent link the goodbye is cut short,
+    # and the line says it was told to stop, not that it timed out.
+    proc = start(argv(dovecot), imap_env)
+    try:
+        read_ready_line(proc)
+        dovecot.freeze()
+        try:
+            reader_leaves(proc)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=DEADLINE)
+        finally:
+            dovecot.thaw()
+    finally:
+        status, err = finish(proc)
+    assert status == 0, err
+    assert "leaving without logging out (told to stop)" in err, err
+
+
 def test_full_output_is_a_write_error(dovecot, argv, imap_env) -> None:
     # `watch-imap -a NAME >/dev/full`: the ready line cannot be written.
     # Unlike a reader that went away, that is a fault to report: one line,

@@ -252,6 +252,7 @@ async def watch(account, names: MailboxNames) -> int:
         reporter.watch_reader()
         task = asyncio.ensure_future(watcher.run())
         await _first_of(task, stop.wait(), reporter.gone.wait())
+        told = len(signals)  # before the shutdown: a signal after it cuts it short
         if not task.done():
             task.cancel()
             stop.clear()
@@ -265,7 +266,8 @@ async def watch(account, names: MailboxNames) -> int:
     if not task.done():
         # Waiting longer, or letting asyncio.run wait for it, would keep
         # the process alive after it was told to go.
-        why = "told again" if len(signals) > 1 else f"not done within {SHUTDOWN_LIMIT:g} s"
+        why = (f"not done within {SHUTDOWN_LIMIT:g} s" if len(signals) == told
+               else "told again" if told else "told to stop")
         log.warning("%s: leaving without logging out (%s)", account.name, why)
         silence_stdout()
         exit_at_once(status)
