@@ -37,7 +37,7 @@ libnss-wrapper inotify-tools libmailtools-perl rsync busybox-static strace
 libarchive-tools pax dovecot-imapd openssl e2fsprogs shellcheck
 debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
 python3-wheel dpkg-dev lintian bash-completion python3-pyroute2 python3-jeepney
-dbus-daemon"
+dbus-daemon libsasl2-modules-kdexoauth2"
 # The user the test Dovecot (tests/peers/dovecot.py) runs as when we are root.
 TEST_USER=roammail-test
 

@@ -8,6 +8,7 @@ test fails instead of silently skipping.
 
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import shutil
@@ -67,6 +68,19 @@ def require_executable(candidates: Sequence[str], what: str) -> str:
         if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
             return candidate
     _missing(f"{what} is missing (looked for {', '.join(candidates)}): ./test.sh installs it")
+
+
+def require_file(patterns: Sequence[str], what: str) -> str:
+    """Return the first file matching one of the glob `patterns`; skip (fail in CI) if none.
+
+    For files that are not programs, such as a SASL plugin
+    (/usr/lib/*/sasl2/libkdexoauth2.so*); `what` names the package.
+    """
+    for pattern in patterns:
+        for found in sorted(glob.glob(pattern)):
+            if os.path.isfile(found):
+                return found
+    _missing(f"{what} is missing (looked for {', '.join(patterns)}): ./test.sh installs it")
 
 
 def require_user(name: str, reason: str) -> pwd.struct_passwd:

@@ -1,6 +1,6 @@
 """watch-imap logging in with OAuth 2.0 (XOAUTH2, OAUTHBEARER) to a real
 Dovecot whose oauth2 passdb asks a token introspection endpoint served by
-the test (oauth_helpers), with the token from a helper script as pass_cmd,
+the test (peers.oauth), with the token from a helper script as pass_cmd,
 over IMAPS verified against the test CA."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from imap_helpers import account
-from oauth_helpers import Introspection, helper_runs, set_tokens, token_helper
+
+from peers.oauth import Introspection, helper_runs, set_tokens, token_helper
 
 pytestmark = pytest.mark.slow
 
