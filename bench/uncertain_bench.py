@@ -7,7 +7,7 @@ uncertain.  A second pass sends every message again.  Printed: the
 copies the far side kept, and so the duplicates, with the dedup-sendmail
 wrapper (dedup = "yes") and without it.
 
-    ROAMMAIL_PREFIX=... PYTHONPATH=tests:lib python3 bench/uncertain_bench.py [N]
+    .venv-test/bin/python3 bench/uncertain_bench.py [--prefix P] [--quick] [N]
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from peers.sshd import SshServer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import import_test_peer  # noqa: E402
+
+SshServer = import_test_peer("peers.sshd").SshServer
 
 FAR = """#!/bin/sh
 n=$(date +%s%N)-$$
@@ -70,13 +73,45 @@ def run(prefix: Path, sshd: SshServer, count: int, dedup: bool) -> dict:
             "copies kept": copies, "duplicates": copies - count}
 
 
-def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    prefix = Path(os.environ["ROAMMAIL_PREFIX"])
+def main() -> int:
+    import argparse
+
+    from common import (
+        add_summary_option,
+        markdown_table,
+        resolve_prefix,
+        summary_row,
+        write_summary,
+    )
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("count", nargs="?", type=int, default=50,
+                        help="deliveries cut off mid-way (default 50)")
+    parser.add_argument("--prefix", help="where roammail is installed (./install.sh --prefix)")
+    parser.add_argument("--quick", action="store_true", help="10 deliveries, not 50")
+    add_summary_option(parser)
+    args = parser.parse_args()
+    count = 10 if args.quick and args.count == 50 else args.count
+    prefix = resolve_prefix(args.prefix)
+    results = {}
     with SshServer.start() as sshd:
         for dedup in (True, False):
-            print(json.dumps(run(prefix, sshd, count, dedup)))
+            results[dedup] = run(prefix, sshd, count, dedup)
+            print(json.dumps(results[dedup]))
+    rows, summary = [], []
+    for dedup, name in ((True, "with dedup-sendmail"), (False, "without")):
+        r = results[dedup]
+        rows.append([name, *(str(r.get(key)) for key in
+                             ("sent", "flagged duplicate", "copies kept", "duplicates"))])
+    print(markdown_table(["far side", "messages sent", "flagged duplicate", "copies kept",
+                          "duplicates"], rows))
+    ours, peer = results[True].get("duplicates"), results[False].get("duplicates")
+    summary.append(summary_row("uncertain", f"duplicates after {count} cut deliveries",
+                               str(ours), str(peer), f"{ours} vs {peer}", "0",
+                               "yes" if ours == 0 else "no", note="peer: without the wrapper"))
+    write_summary(args.summary, summary)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -590,3 +590,33 @@ def write_file_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
     """
     directory, name = paths.split(path)
     write_durably(directory or ".", name, data, mode=mode, overwrite=True)
+
+
+def replace_file(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace the small file `path` with `data` atomically, not durably.
+
+    For notes about other data (a message's delivery state, a tool's health
+    record), never the data itself: readers see the old or the new content,
+    never a mix, and a killed process leaves one of the two; only a crash
+    of the whole machine may bring back an older one.  No fsync: a note
+    written per message must not cost a disk flush each.  The temporary
+    file lives beside `path` (`.tmp.` prefix).  Raises IOFailure (one line).
+    """
+    directory, name = paths.split(path)
+    temp = paths.join(directory or ".", f".tmp.{name}.{posix.getpid()}")
+    try:
+        fd = posix.open(temp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC
+                        | posix.O_NOFOLLOW, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[posix.write(fd, view):]
+        finally:
+            posix.close(fd)
+        posix.rename(temp, path)
+    except OSError as exc:
+        try:
+            posix.unlink(temp)
+        except OSError:
+            pass
+        raise IOFailure(f"cannot write {path}: {exc.strerror or exc}") from None

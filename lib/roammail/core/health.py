@@ -3,8 +3,8 @@
 Each long-running or periodic tool leaves one JSON file per thing it looks
 after (extsmaild: per spool; syncmail: per source; mswatch: per store
 pair; watch-imap: per account) in $XDG_STATE_HOME/roammail/health/,
-named TOOL--KEY.json.  `record` replaces a file atomically (core.durable:
-tmp, rename), but not durably: no fsync, so that a sync that finds
+named TOOL--KEY.json.  `record` replaces a file atomically
+(core.durable.replace_file: tmp, rename), but not durably: no fsync, so that a sync that finds
 nothing new, every few minutes on a laptop, costs the disk no flush; after
 a crash a record may be the one before, which the next run replaces.
 `read_all` returns every file there,
@@ -83,31 +83,13 @@ def record(tool: str, key: str, data: dict, *, now: float | None = None,
         _make_dir(directory)
         text = json.dumps(body, sort_keys=True, ensure_ascii=True,
                           default=str, separators=(",", ":")) + "\n"
-        _replace(directory, file_name(tool, key), text.encode("ascii"))
+        from .durable import replace_file
+
+        replace_file(paths.join(directory, file_name(tool, key)), text.encode("ascii"))
     except (OSError, ValueError, RoammailError) as exc:
         what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return f"cannot record the health state in {directory}: {what}"
     return None
-
-
-def _replace(directory: str, name: str, data: bytes) -> None:
-    """Replace `directory`/`name` with `data` atomically (a temporary file
-    beside it, then rename(2)), without fsync: see the module's docstring."""
-    import os
-
-    temp = os.path.join(directory, f".tmp.{name}.{posix.getpid()}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, os.path.join(directory, name))
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
 
 
 def _load(path: str) -> dict:

@@ -2,8 +2,11 @@
 
 One small file per message, named by its queue ID (its file name in
 msgs/), holding one JSON object with the keys of RECORD_KEYS; it is
-replaced atomically and durably (core.durable: tmp, fsync, rename, fsync
-the directory), so a reader sees the old or the new state, never a mix.
+replaced atomically (core.durable.replace_file: tmp, rename), so a reader
+sees the old or the new state, never a mix.  Not fsynced: a record is a
+note about the queue, written before and after every try, and a flush
+each would slow a pass down; only a crash of the machine may bring back
+an older note (then a send in flight is not known as uncertain).
 The C extsmail reads msgs/ alone and never sees these files.
 
 States, in the order a message usually goes through them:
@@ -99,7 +102,7 @@ def write(spool_dir: str, record: dict, now: float | None = None) -> None:
     """Replace the record of record["id"] durably; IOFailure on failure."""
     import json
 
-    from ..core.durable import write_file_atomically
+    from ..core.durable import replace_file
 
     record["updated"] = int(time.time() if now is None else now)
     directory = status_dir(spool_dir)
@@ -110,7 +113,7 @@ def write(spool_dir: str, record: dict, now: float | None = None) -> None:
     except OSError as exc:
         raise IOFailure(f"cannot create {directory}: {exc.strerror}") from None
     data = json.dumps({k: record.get(k) for k in RECORD_KEYS}, sort_keys=False)
-    write_file_atomically(os.path.join(directory, record["id"]), data.encode() + b"\n")
+    replace_file(os.path.join(directory, record["id"]), data.encode() + b"\n")
 
 
 def schedule_retries(spool_dir: str, next_try: float | None) -> None:
