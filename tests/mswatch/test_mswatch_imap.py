@@ -26,21 +26,7 @@ def imap_setup(tmp_path: Path, dovecot, installed):
     dovecot.create_folder("Caf&AOk-")
     local = make_maildir(tmp_path / "local", ["Lists.foo"])
     rc = tmp_path / "mbsyncrc"
-    rc.write_text(f"""\
-{dovecot.mbsync_account("t")}IMAPStore t-far
-Account t
-
-MaildirStore t-near
-Inbox {local}
-SubFolders Maildir++
-
-Channel t
-Far :t-far:
-Near :t-near:
-Patterns *
-Create Both
-SyncState *
-""")
+    rc.write_text(dovecot.mbsync_account("t") + dovecot.mbsync_channel("t", local))
     text = f"""\
 base_delay {BASE_DELAY}
 inter_delay 1s

@@ -64,20 +64,7 @@ SSLType IMAPS
 SystemCertificates no
 CertificateFile {server.ca_file}
 
-IMAPStore t-far
-Account t
-
-MaildirStore t-near
-Inbox {local}
-SubFolders Maildir++
-
-Channel t
-Far :t-far:
-Near :t-near:
-Patterns *
-Create Both
-SyncState *
-""")
+""" + server.mbsync_channel("t", local))
     conf = home / ".config" / "roammail" / "watch-imap.conf"
     conf.parent.mkdir(parents=True)
     conf.write_text(f"account t {{\n    mbsync = \"t\"\n"

@@ -726,6 +726,15 @@ service auth-worker {{
                 f"User {self.user}\nPassCmd \"{quoted}\"\nSSLType IMAPS\n"
                 f"SystemCertificates no\nCertificateFile {self.ca_file}\n\n")
 
+    @staticmethod
+    def mbsync_channel(name: str, local) -> str:
+        """After an IMAPAccount `name`: its IMAPStore NAME-far, a Maildir++
+        store NAME-near at `local`, and Channel NAME syncing every folder."""
+        return (f"IMAPStore {name}-far\nAccount {name}\n\n"
+                f"MaildirStore {name}-near\nInbox {local}\nSubFolders Maildir++\n\n"
+                f"Channel {name}\nFar :{name}-far:\nNear :{name}-near:\nPatterns *\n"
+                f"Create Both\nSyncState *\n")
+
     def tunnel_argv(self) -> list[str]:
         """argv of a PREAUTH IMAP session for the user on stdin/stdout."""
         return [str(self.tunnel_path)]
