@@ -56,14 +56,21 @@ def test_network_changed_restarts_the_watchers_then_one_full_sync(
     assert run.stop() == 0
 
 
-def test_link_down_and_up_with_a_new_route(tmp_path, mswatch_run, recorder,
-                                           netns) -> None:
+def synced_inside(tmp_path, mswatch_run, recorder, netns):
+    """mswatch with a recording sync, started inside the online namespace
+    and past its first sync: (the running mswatch, the sync's log)."""
     netns.go_online()
     script, log = recorder()
     run = mswatch_run(rc_text(tmp_path, script), env_extra=no_bus(tmp_path),
                       netns=netns.name)
     wait_starts(log, 1, timeout=START_TIMEOUT)
     run.wait_log("synced all mailboxes")
+    return run, log
+
+
+def test_link_down_and_up_with_a_new_route(tmp_path, mswatch_run, recorder,
+                                           netns) -> None:
+    run, log = synced_inside(tmp_path, mswatch_run, recorder, netns)
     before = watcher_pids(run.proc.pid)
     assert len(before) == 2
     t0 = time.monotonic()
@@ -82,12 +89,7 @@ def test_link_down_and_up_with_a_new_route(tmp_path, mswatch_run, recorder,
 
 def test_offline_then_back_is_one_line_each_and_a_full_sync(tmp_path, mswatch_run, recorder,
                                                             netns) -> None:
-    netns.go_online()
-    script, log = recorder()
-    run = mswatch_run(rc_text(tmp_path, script), env_extra=no_bus(tmp_path),
-                      netns=netns.name)
-    wait_starts(log, 1, timeout=START_TIMEOUT)
-    run.wait_log("synced all mailboxes")
+    run, log = synced_inside(tmp_path, mswatch_run, recorder, netns)
     netns.ip("route", "del", "default")
     run.wait_log("network offline", timeout=EVENT_TIMEOUT)
     netns.ip("route", "add", "default", "via", netns.GATEWAY, "dev", "v0")
