@@ -160,12 +160,22 @@ class Daemon:
 def daemons(ext_home):
     """start(*extra_args, prefix=(), env=None) -> a running, ready
     `extsmaild -m daemon -f` (under the command `prefix`, e.g. ip netns
-    exec); each one's process group is killed at teardown."""
+    exec); each one's process group is killed at teardown.  Without a
+    prefix the daemon runs with `network_events = no` unless the test's
+    conf says otherwise."""
     started: list[subprocess.Popen] = []
 
     def start(*extra: str, ready: bool = True, prefix: tuple[str, ...] = (),
               env: dict[str, str] | None = None) -> Daemon:
         log = ext_home.tmp / f"daemon{len(started)}.log"
+        conf = ext_home.conf.read_text() if ext_home.conf.exists() else None
+        if not prefix and conf is not None and "network_events" not in conf:
+            # In the host's own namespace the network is not the test's: a
+            # change there (another test's namespace going away, a lease
+            # renewed) is a pass with the backoff reset, which would upset
+            # the counts and schedules timed here.  The roaming tests run
+            # their daemons in a namespace of their own, with the events.
+            ext_home.write_conf(conf + "network_events = no\n")
         with open(log, "wb") as err:
             proc = subprocess.Popen(
                 [*prefix, ext_home.installed.tool("extsmaild"), "-m", "daemon", "-f", *extra],
