@@ -284,3 +284,46 @@ def test_t_finds_programs_through_path_and_is_silent_when_all_are_there(ext_home
     assert res.returncode == 0
     assert lines(res) == ["extsmaild: warning: external a (line 1): "
                           "program 'local-sendmail' not found on PATH"]
+
+
+def test_t_prints_the_delivery_settings_and_each_externals_own(ext_home):
+    ext_home.write_conf('spool_dir = "~/.extsmail/spool"\nreport_maildir = "~/Mail"\n'
+                        'max_age = 5d\nnetwork_events = no\n')
+    ext_home.write_externals(
+        'group {\n'
+        '  external a { sendmail = "/bin/true" permanent = "77 65" dedup = "yes" }\n'
+        '  external b { sendmail = "/bin/true" permanent = "" }\n'
+        '  external c { sendmail = "/bin/true" timeout = 1h }\n'
+        '}\n')
+    res = ext_home.run("extsmaild", "-t")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.decode().splitlines()
+    assert out[1] == ("  permanent_failures yes, report_maildir ~/Mail, max_age 432000s, "
+                      "keep_sent 604800s, network_events no"), out
+    assert "  external a: /bin/true, permanent 65 77, dedup" in out
+    assert "  external b: /bin/true, permanent none" in out
+    assert "  external c: /bin/true, timeout 3600s" in out  # the defaults are not repeated
+    # A report maildir the user named that is not one is said: the reports
+    # would have nowhere to go.
+    assert lines(res) == [f"extsmaild: warning: report_maildir: {ext_home.home}/Mail is not "
+                          "a maildir (no cur/, new/ and tmp/): a permanent failure is kept "
+                          "in failed/ without a report"]
+    for sub in ("cur", "new", "tmp"):
+        (ext_home.home / "Mail" / sub).mkdir(parents=True)
+    res = ext_home.run("extsmaild", "-t")
+    assert (res.returncode, res.stderr) == (0, b"")
+
+
+def test_t_prints_the_defaults_and_the_c_behaviour(ext_home):
+    ext_home.write_externals('group { external a { sendmail = "/bin/true" } }\n')
+    res = ext_home.run("extsmaild", "-t")
+    assert (res.returncode, res.stderr) == (0, b""), res.stderr
+    assert res.stdout.decode().splitlines()[1] == (
+        "  permanent_failures yes, report_maildir ~/Maildir (default), max_age none, "
+        "keep_sent 604800s, network_events yes")
+    ext_home.write_conf('spool_dir = "~/.extsmail/spool"\npermanent_failures = no\n'
+                        'report_maildir = "~/nowhere"\n')
+    res = ext_home.run("extsmaild", "-t")
+    assert (res.returncode, res.stderr) == (0, b""), res.stderr  # no reports: no warning
+    assert res.stdout.decode().splitlines()[1].startswith(
+        "  permanent_failures no, report_maildir ~/nowhere,")

@@ -456,9 +456,20 @@ def test_config(conf_opt: str | None, externals_opt: str | None, out, err) -> in
     may differ where extsmaild runs)."""
     import shlex
 
+    from .externals import DEFAULT_PERMANENT
+
     settings = load_settings(conf_opt, externals_opt)
     settings.compile()  # every error before the first line of output
+    conf = settings.conf
     out.write(f"configuration {settings.conf_path}: spool_dir {settings.spool_dir}\n")
+    from .report import DEFAULT_MAILDIR
+
+    report = ("none" if conf.report_maildir == "" else conf.report_maildir
+              if conf.report_maildir is not None else f"{DEFAULT_MAILDIR} (default)")
+    out.write(f"  permanent_failures {'yes' if conf.permanent_failures else 'no'}, "
+              f"report_maildir {report}, max_age {conf.max_age or 'none'}"
+              f"{'s' if conf.max_age else ''}, keep_sent {conf.keep_sent}s, "
+              f"network_events {'yes' if conf.network_events else 'no'}\n")
     out.write(f"externals {settings.externals_path}:\n")
     warnings = []
     for number, compiled in enumerate(settings.groups, 1):
@@ -466,13 +477,25 @@ def test_config(conf_opt: str | None, externals_opt: str | None, out, err) -> in
         for rule in compiled.rules:
             out.write(f"  {rule.kind} header \"{rule.pattern}\"\n")
         for external in compiled.group.externals:
-            timeout = f", timeout {external.timeout}s" if external.timeout else ""
+            extra = f", timeout {external.timeout}s" if external.timeout else ""
+            if external.permanent != DEFAULT_PERMANENT:
+                statuses = " ".join(str(n) for n in sorted(external.permanent))
+                extra += f", permanent {statuses or 'none'}"
+            if external.dedup:
+                extra += ", dedup"
             command = shlex.join(external.sendmail_argv)
-            out.write(f"  external {external.name}: {command}{timeout}\n")
+            out.write(f"  external {external.name}: {command}{extra}\n")
             why = missing_program(external.sendmail_argv)
             if why is not None:
                 warnings.append(f"{TOOL}: warning: external {external.name} "
                                 f"(line {external.line}): {why}\n")
+    if conf.permanent_failures and conf.report_maildir:  # one the user named
+        from .report import report_maildir
+
+        where, why = report_maildir(conf.report_maildir)
+        if where is None:
+            warnings.append(f"{TOOL}: warning: report_maildir: {why}: a permanent "
+                            "failure is kept in failed/ without a report\n")
     out.flush()
     err.writelines(warnings)
     return 0
