@@ -194,6 +194,31 @@ def test_retry_puts_a_failed_message_back_and_it_is_sent(ext_home, smtp):
     assert res.stderr.decode() == f"extsmaild: no failed message {queued.name}\n"
 
 
+def test_show_and_delete_take_a_failed_message_too(ext_home, smtp):
+    make_maildir(ext_home.home / "Maildir")
+    one_msmtp(ext_home, smtp.port)
+    smtp.rcpt_response = REFUSED
+    queued = enqueue(ext_home, simple_message(subject="dead"))
+    assert batch(ext_home).returncode == 0
+    assert [p.name for p in failed(ext_home)] == [queued.name]
+
+    res = ext_home.run("extsmaild", "--show", queued.name[:12])
+    assert res.returncode == 0, res.stderr
+    assert b"Subject: dead" in res.stdout
+    assert ext_home.run("extsmaild", "--status", queued.name).returncode == 2  # failed
+
+    res = ext_home.run("extsmaild", "--delete", queued.name[:12])
+    assert res.returncode == 0, res.stderr
+    assert failed(ext_home) == [] and ext_home.queued() == []
+    assert "deleted (it had failed)" in res.stderr.decode()
+    assert ext_home.run("extsmaild", "--status", queued.name).returncode == 66  # unknown
+    assert ext_home.run("extsmaild", "--failed").stdout.decode() == "no failed messages\n"
+
+    res = ext_home.run("extsmaild", "--delete", queued.name)
+    assert res.returncode == 65
+    assert res.stderr.decode() == f"extsmaild: no queued or failed message {queued.name}\n"
+
+
 def test_permanent_failures_no_retries_a_550_forever(ext_home, smtp):
     """The C extsmaild's behaviour, on one setting."""
     maildir = make_maildir(ext_home.home / "Maildir")

@@ -30,8 +30,10 @@ Options:
   --flush                    Deliver the whole queue now, even while a daemon
                              runs (a message is never sent twice).
   --list                     List the queued messages.
-  --show                     Print the queued message ID as it will be sent.
-  --delete                   Remove the queued messages ID... unsent.
+  --show                     Print the queued (or failed) message ID as it
+                             will be sent.
+  --delete                   Remove the queued (or failed) messages ID...
+                             unsent.
   --failed                   List the messages that failed for good.
   --retry                    Put the failed messages ID... back in the queue.
   --wake                     Tell the daemon of the spool that the network

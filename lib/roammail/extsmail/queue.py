@@ -486,10 +486,10 @@ def _open_for_reading(path: str) -> spool.QueuedMessage | None:
 
 
 def show_message(spool_dir: str, ident: str) -> int:
-    path = resolve_id(spool_dir, ident)
+    path, _ = resolve_queued_or_failed(spool_dir, ident)
     message = _open_for_reading(path)
     if message is None:
-        raise DataError(f"no queued message {ident}")
+        raise DataError(f"no queued or failed message {ident}")
     with message:
         stream = message.stream()
         out = sys.stdout.buffer
@@ -502,11 +502,29 @@ def show_message(spool_dir: str, ident: str) -> int:
     return 0
 
 
+def resolve_queued_or_failed(spool_dir: str, ident: str) -> tuple[str, bool]:
+    """(path, failed): the queued message `ident`, else the failed one."""
+    try:
+        return resolve_id(spool_dir, ident), False
+    except DataError:
+        pass
+    try:
+        return resolve_id(spool_dir, ident, failed=True), True
+    except DataError:
+        raise DataError(f"no queued or failed message {ident}") from None
+
+
 def delete_messages(spool_dir: str, idents: list[str], log) -> int:
-    paths = [resolve_id(spool_dir, ident) for ident in idents]
+    found = [resolve_queued_or_failed(spool_dir, ident) for ident in idents]
     status = 0
-    for path in paths:
+    for path, failed in found:
         name = os.path.basename(path)
+        if failed:
+            if spool.delete_failed(spool_dir, name):
+                clear_error(spool_dir, name)
+                states.remove(spool_dir, name)
+                log.info("%s: deleted (it had failed)", name)
+            continue
         try:
             st = os.lstat(path)
         except FileNotFoundError:

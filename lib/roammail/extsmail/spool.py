@@ -373,6 +373,33 @@ def list_failed(spool_dir: str) -> "list[str]":
     return _listing(paths.join(spool_dir, FAILED))
 
 
+def delete_failed(spool_dir: str, name: str) -> bool:
+    """Remove failed/NAME for good, durably; False when there is no such
+    failed message (put back or removed by another process meanwhile).
+    Raises IOFailure."""
+    path = paths.join(spool_dir, FAILED, name)
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise IOFailure(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as put_back(): one of the two wins
+        try:
+            posix.unlink(path)
+        except FileNotFoundError:
+            return False
+        fsync_dir(paths.dirname(path))
+        return True
+    except OSError as exc:
+        raise IOFailure(f"cannot delete {path}: {exc.strerror}") from None
+    finally:
+        posix.close(fd)
+
+
 def put_back(spool_dir: str, name: str, now: float) -> "str | None":
     """Move failed/NAME back into msgs/ to be delivered again, its queue
     time set to `now` (a queue lifetime starts again); return its msgs/
