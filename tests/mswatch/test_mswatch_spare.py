@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from mswatch_helpers import START_TIMEOUT, WAIT_TIMEOUT, rc_text, spare_pids, wait_starts
+from mswatch_helpers import START_TIMEOUT, WAIT_TIMEOUT, rc_text, spare_pids
 
 from peers.maildirs import add_message
 from peers.waiting import running, wait_until
