@@ -19,7 +19,13 @@ import pytest
 from guard_helpers import running, wait_gone
 
 from roammail.core.errors import UsageError
-from roammail.core.supervise import Supervisor, parse_command_line
+from roammail.core.supervise import (
+    SPARE_SCRIPT,
+    SpareChild,
+    SpareUnusable,
+    Supervisor,
+    parse_command_line,
+)
 from roammail.guards.socketwatch import poll_interval
 
 LIB = str(Path(__file__).resolve().parents[2] / "lib")
@@ -157,3 +163,66 @@ def test_stop_kills_a_tree_with_an_escaped_grandchild():
     assert 0.9 <= result["took"] < 3
     assert wait_gone(result["pids"], 2)
     assert not any(running(p) for p in result["pids"])
+
+
+# ------------------------------------------------------------ SpareChild
+
+
+def spare_to(out) -> SpareChild:
+    return SpareChild(stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def test_a_spare_becomes_the_command_found_on_path(tmp_path):
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        spare = spare_to(f)
+    pid = spare.proc.pid
+    script = ('printf "%s|%s|" "$$" "$1"; ps -o sid= -p $$ | tr -d " \\n"; '
+              'sed -n "s/^SigIgn:[[:space:]]*/|/p" /proc/$$/status')
+    proc = spare.run(["sh", "-c", script, "sh", "a b\nc"])
+    assert proc is spare.proc and proc.wait(timeout=10) == 0
+    shell, arg, sid, ignored = out.read_text().rstrip("\n").split("|")
+    assert (int(shell), arg, int(sid)) == (pid, "a b\nc", pid)  # its own session
+    assert not int(ignored, 16) & (1 << (signal.SIGPIPE - 1))  # python's SIG_IGN undone
+
+
+def test_a_spare_reports_a_command_that_cannot_run(tmp_path):
+    spare = spare_to(subprocess.DEVNULL)
+    with pytest.raises(FileNotFoundError):
+        spare.run([str(tmp_path / "missing")])
+    assert spare.proc.returncode == 127  # reaped
+    spare = spare_to(subprocess.DEVNULL)
+    with pytest.raises(PermissionError):
+        spare.run([str(tmp_path)])
+
+
+def test_a_spare_that_is_gone_runs_nothing_and_says_so(tmp_path):
+    mark = tmp_path / "ran"
+    spare = spare_to(subprocess.DEVNULL)
+    spare.proc.kill()
+    spare.proc.wait()
+    with pytest.raises(SpareUnusable):
+        spare.run(["touch", str(mark)])
+    assert not mark.exists()
+
+
+def test_a_discarded_spare_is_gone_and_reaped():
+    spare = spare_to(subprocess.DEVNULL)
+    pid = spare.proc.pid
+    spare.discard()
+    assert spare.proc.returncode is not None and not running(pid)
+
+
+def test_a_spare_whose_parent_is_gone_exits_at_once(tmp_path):
+    cmd_r, cmd_w = os.pipe()
+    status_r, status_w = os.pipe()
+    not_parent = os.getppid()
+    proc = subprocess.Popen([sys.executable, "-I", "-S", SPARE_SCRIPT, str(cmd_r), str(status_w),
+                             str(not_parent)], pass_fds=(cmd_r, status_w))
+    os.close(status_w)
+    try:
+        assert proc.wait(timeout=10) == 127
+        assert os.read(status_r, 10) == b""  # it never took a command
+    finally:
+        for fd in (cmd_r, cmd_w, status_r):
+            os.close(fd)

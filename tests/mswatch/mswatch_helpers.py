@@ -121,7 +121,25 @@ store work  {{ watch watch-maildirs -m {b} }}
 """
 
 
-def watcher_pids(mswatch_pid: int) -> list[int]:
+def child_pids(mswatch_pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(mswatch_pid)],
                          capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def is_spare(pid: int) -> bool:
+    """Is `pid` the process mswatch keeps ready for its next sync?"""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(os.path.basename(word) == b"spare_exec.py" for word in argv)
+
+
+def spare_pids(mswatch_pid: int) -> list[int]:
+    return [p for p in child_pids(mswatch_pid) if is_spare(p)]
+
+
+def watcher_pids(mswatch_pid: int) -> list[int]:
+    """mswatch's children but the spare (no sync runs when this is asked)."""
+    return [p for p in child_pids(mswatch_pid) if not is_spare(p)]

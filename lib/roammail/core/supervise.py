@@ -46,6 +46,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from typing import Callable, Iterable, Mapping
 
@@ -372,3 +373,101 @@ def spawn_dying_with_us(argv: list, **popen_kwargs) -> subprocess.Popen:
 
     return subprocess.Popen(argv, start_new_session=True, close_fds=True, preexec_fn=setup,
                             **popen_kwargs)
+
+
+# The program a SpareChild runs until it is told its command.
+SPARE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spare_exec.py")
+
+
+class SpareUnusable(Exception):
+    """The spare child is gone (killed, or it never started): nothing was run."""
+
+
+class SpareChild:
+    """A child started ahead of time that becomes one command later: what
+    spawn_dying_with_us starts (own session and process group, parent-death
+    signal SIGKILL, the standard descriptors given), except that `run(argv)`
+    then costs an exec, not a fork of our whole interpreter.
+
+    Until then it is a small interpreter (spare_exec.py: no site-packages)
+    that waits on a pipe.  `run()` returns its Popen, which from then on is
+    the command's (same pid, so poll(), wait() and kill_group work as for
+    spawn_dying_with_us); it raises OSError as Popen does when the command
+    cannot be executed, and SpareUnusable when the spare is gone, having
+    run nothing.  `discard()` ends an unused spare and reaps it.  One use:
+    either run() or discard(), once.
+    """
+
+    def __init__(self, *, stdin, stdout, stderr) -> None:
+        if not sys.executable:
+            raise OSError(errno.ENOENT, "no interpreter to start")
+        cmd_r, self._cmd_w = os.pipe()
+        self._status_r, status_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", SPARE_SCRIPT, str(cmd_r), str(status_w),
+                 str(os.getpid())],
+                stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+                close_fds=True, pass_fds=(cmd_r, status_w))
+        except BaseException:
+            os.close(self._cmd_w)
+            os.close(self._status_r)
+            raise
+        finally:
+            os.close(cmd_r)
+            os.close(status_w)
+
+    def run(self, argv: list) -> subprocess.Popen:
+        """Exec argv in the spare; its Popen (see the class)."""
+        words = [os.fsencode(word) for word in argv]
+        if not words or any(b"\0" in word for word in words):
+            self.discard()
+            raise ValueError("an empty command, or a NUL byte in an argument")
+        try:
+            _write_all(self._cmd_w, b"".join(word + b"\0" for word in words))
+        except BrokenPipeError:
+            self.discard()
+            raise SpareUnusable("the spare child is gone") from None
+        os.close(self._cmd_w)
+        self._cmd_w = -1
+        try:
+            report = _read_to_end(self._status_r)
+        finally:
+            os.close(self._status_r)
+            self._status_r = -1
+        if not report.startswith(b"+"):  # it ended before it had the command
+            self.proc.wait()
+            raise SpareUnusable("the spare child is gone")
+        if len(report) > 1:
+            self.proc.wait()
+            code = int(report[1:]) or errno.EINVAL
+            raise OSError(code, os.strerror(code))
+        return self.proc
+
+    def discard(self) -> None:
+        """End the spare (unused) and reap it."""
+        for fd in (self._cmd_w, self._status_r):
+            if fd >= 0:
+                os.close(fd)
+        self._cmd_w = self._status_r = -1
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()  # it runs nothing of anyone's: no grace needed
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_to_end(fd: int) -> bytes:
+    data = b""
+    while True:
+        chunk = os.read(fd, 512)
+        if not chunk:
+            return data
+        data += chunk

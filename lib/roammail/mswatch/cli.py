@@ -44,7 +44,7 @@ from ..core import hookdirs, locations, lockfile
 from ..core.child import describe_returncode, kill_group
 from ..core.cli import docopt_args, guarded
 from ..core.errors import AlreadyRunning, IOFailure, RoammailError, UnavailableError
-from ..core.supervise import spawn_dying_with_us
+from ..core.supervise import SpareChild, SpareUnusable, spawn_dying_with_us
 from .config import MswatchConfig, Store, read_mswatchrc
 from .plan import Schedule, StartSync, Wait, decide, sync_argv
 
@@ -210,6 +210,10 @@ class Mswatch:
         self.sync_proc: Optional[subprocess.Popen] = None
         self.sync_action: Optional[StartSync] = None
         self.sync_started = 0.0
+        # The next sync's process, started while nothing runs (SpareChild):
+        # a sync then starts with an exec, not a fork of this interpreter.
+        self.spare: Optional[SpareChild] = None
+        self.spare_wanted = False  # make one the next time the loop waits
         self.flags: set[int] = set()
         self.events: Optional[NetworkEvents] = None  # while they are listened to
         self.offline = False  # the network events said offline (and not online since)
@@ -455,11 +459,36 @@ class Mswatch:
             self.finish_sync(1, time.monotonic(), hooks=False)
             return
         try:
-            self.sync_proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=self.out_fd,
-                                   stderr=self.out_fd)
+            self.sync_proc = self.spawn_sync(argv)
         except OSError as exc:
             self.log.error("cannot run %s: %s", argv[0], exc.strerror)
             self.finish_sync(127, time.monotonic())
+
+    def spawn_sync(self, argv: list) -> subprocess.Popen:
+        """Start the sync: in the spare when there is one, else in a child forked now."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            try:
+                return spare.run(argv)
+            except SpareUnusable:
+                self.log.debug("the process started for the next sync is gone: "
+                               "starting the sync afresh")
+        return spawn(argv, stdin=subprocess.DEVNULL, stdout=self.out_fd, stderr=self.out_fd)
+
+    def prepare_spare(self) -> None:
+        """Start the next sync's process now, while nothing runs."""
+        self.spare_wanted = False
+        try:
+            self.spare = SpareChild(stdin=subprocess.DEVNULL, stdout=self.out_fd,
+                                    stderr=self.out_fd)
+        except OSError as exc:
+            self.log.debug("cannot start a process for the next sync ahead of it: %s",
+                           exc.strerror or exc)
+
+    def discard_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.discard()
 
     def poll_sync(self, now: float) -> None:
         if self.sync_proc is None:
@@ -476,6 +505,7 @@ class Mswatch:
         took = now - self.sync_started
         self.schedule.finished(code == 0, now)
         self.sync_action = None
+        self.spare_wanted = not self.dry
         if code == 0:
             self.say("synced %s in %.1f s: exit status 0", self._what(action), took)
         else:
@@ -529,6 +559,7 @@ class Mswatch:
         finally:
             self.close_events()
             self.stop_sync()
+            self.discard_spare()
             for w in self.watchers:
                 w.close()
             self.record_health(running=False)
@@ -567,6 +598,8 @@ class Mswatch:
                                                                max(0.0, wait_until - now))
             if self.events is not None:
                 timeout = min(timeout, self.events.timeout())
+            if self.spare_wanted and self.sync_proc is None and timeout > 0:
+                self.prepare_spare()
             fds = [wake_r] + self.event_fds() + [w.fd for w in self.watchers if w.fd >= 0]
             try:
                 readable, _, _ = select.select(fds, [], [], timeout)
