@@ -61,7 +61,9 @@ def short_ids(names) -> dict[str, str]:
         for j in (i - 1, i + 1):
             if 0 <= j < len(hashed):
                 other = hashed[j][0]
-                common = 0
+                if digest[:SHORT_ID_MIN] != other[:SHORT_ID_MIN]:
+                    continue  # nearly always: the shortest ID is enough
+                common = SHORT_ID_MIN
                 while common < HASH_DIGITS and digest[common] == other[common]:
                     common += 1
                 need = max(need, common + 1)
@@ -233,11 +235,17 @@ class Entry:
         self.uid = st.st_uid
         self.args = args
         self.fields = fields
+        self._envelope: tuple[str | None, list[str], bool] | None = None
+
+    def envelope(self) -> tuple[str | None, list[str], bool]:
+        if self._envelope is None:
+            self._envelope = envelope(self.args)
+        return self._envelope
 
     def recipients(self) -> list[str]:
         """The envelope recipients: the command line's, and with -t the
         addresses of To, Cc and Bcc."""
-        _, listed, from_header = envelope(self.args)
+        _, listed, from_header = self.envelope()
         found = [clean(r) for r in listed]
         if from_header:
             values = [self.fields[k] for k in ("to", "cc", "bcc") if k in self.fields]
@@ -252,12 +260,21 @@ class Entry:
             whole = decode_header_value(raw)
             found = addresses([raw])
             return whole, clean(found[0]) if found else whole
-        envelope_sender, _, _ = envelope(self.args)
+        envelope_sender, _, _ = self.envelope()
         if envelope_sender:
             return f"{clean(envelope_sender)} (envelope sender, no From: header)", \
                 clean(envelope_sender)
         owner = owner_name(self.uid)
         return f"{owner} (the spool file's owner, no From: header)", owner
+
+    def sender_address(self) -> str:
+        """sender()[1], without decoding the whole From: for nothing."""
+        raw = self.fields.get("from")
+        if raw is not None and raw.strip():
+            found = addresses([raw])
+            if found:
+                return clean(found[0])
+        return self.sender()[1]
 
 
 _OWNERS: dict[int, str] = {}
@@ -429,6 +446,7 @@ def mailq(spool_dir: str, out) -> int:
     listing.write(f"\t\t{os.path.join(spool_dir, spool.MSGS)} "
                   f"({count} request{'s' if count > 1 else ''})\n")
     listing.write(MAILQ_HEADING)
+    minutes: dict[int, str] = {}  # the queue time column, per minute
     for path in listing.queued:
         name = os.path.basename(path)
         ident = listing.ids[name]
@@ -440,16 +458,21 @@ def mailq(spool_dir: str, out) -> int:
         if entry is None:
             listing.write(f"{ident:<14} (being written)\n")
             continue
-        queued = time.strftime("%a %b %d %H:%M", time.localtime(entry.mtime))
-        listing.write(f"{ident:<14} {entry.size:>8} {queued} {entry.sender()[1]}\n")
+        minute = int(entry.mtime // 60)
+        queued = minutes.get(minute)
+        if queued is None:
+            queued = minutes[minute] = time.strftime("%a %b %d %H:%M",
+                                                     time.localtime(entry.mtime))
+        lines = [f"{ident:<14} {entry.size:>8} {queued} {entry.sender_address()}\n"]
         err = listing.error(name)
         if err:
             first = clean(err.split("\n", 1)[0])
             if len(first) > MAILQ_ERROR_WIDTH:
                 first = first[:MAILQ_ERROR_WIDTH - 3] + "..."
-            listing.write(f"      ({first})\n")
+            lines.append(f"      ({first})\n")
         for recipient in entry.recipients() or ["(no recipients)"]:
-            listing.write(f"{MAILQ_INDENT}{recipient}\n")
+            lines.append(f"{MAILQ_INDENT}{recipient}\n")
+        listing.write("".join(lines))  # one write a message: 10,000 add up
     listing.write(f"\t\tTotal requests: {count}\n")
     if note:
         listing.write(f"({note})\n")

@@ -213,19 +213,21 @@ def parse_header(data: bytes, path: str) -> "tuple[list[bytes], int]":
         raise bad("not a v1 spool file")
     pos = len(VERSION_LINE)
 
-    def number(what: str) -> int:
+    def number(index: int) -> int:
+        """The decimal number at pos: the argument count (index 0), else
+        the length of argument `index`."""
         nonlocal pos
         end = data.find(b"\n", pos, pos + 21)
         digits = data[pos:end] if end >= 0 else b""
         if not digits.isdigit() or (len(digits) > 1 and digits[:1] == b"0"):
-            raise bad(f"bad {what}")
+            raise bad(f"bad length of argument {index}" if index else "bad argument count")
         pos = end + 1
         return int(digits)
 
-    argc = number("argument count")
+    argc = number(0)
     args = []
     for i in range(argc):
-        length = number(f"length of argument {i + 1}")
+        length = number(i + 1)
         end = pos + length
         if end >= len(data):
             raise bad(f"argument {i + 1} is cut short")
