@@ -201,6 +201,16 @@ def test_every_prefix_of_one_header_is_refused() -> None:
             parse_header(header[:cut], "m")
 
 
+@pytest.mark.parametrize("data, why", [
+    (b"v1\nx\n", "bad argument count"),
+    (b"v1\n2\n1\nx\n01\ny\n", "bad length of argument 2"),
+    (b"v1\n1\n5\nx\n", "argument 1 is cut short"),
+])
+def test_a_garbled_header_is_said_where(data: bytes, why: str) -> None:
+    with pytest.raises(DataError, match=f"^corrupt spool file /s/m: {why}$"):
+        parse_header(data, "/s/m")
+
+
 @pytest.mark.parametrize("data", [
     b"", b"v2\n0\n", b"V1\n0\n", b"v1\r\n0\r\n", b"v1\n", b"v1\n\n", b"v1\nx\n",
     b"v1\n-1\n", b"v1\n+1\n1\nx\n", b"v1\n01\n1\nx\n", b"v1\n 1\n1\nx\n",
