@@ -53,10 +53,10 @@ def file_name(tool: str, key: str) -> str:
     if key and len(key) <= KEY_CHARS and all(c in _PLAIN for c in key) \
             and not key.startswith(".") and SEPARATOR not in key:
         return f"{tool}{SEPARATOR}{key}{SUFFIX}"
-    from hashlib import sha256
+    from .digest import sha256_hex
 
     hint = "".join(c if c in _PLAIN and c != "-" else "_" for c in key[:24]).strip("._")
-    digest = sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    digest = sha256_hex(key.encode("utf-8", "surrogateescape"))[:16]
     return f"{tool}{SEPARATOR}{hint or 'key'}-{digest}{SUFFIX}"
 
 

@@ -220,14 +220,9 @@ def stale_stamp(now: float) -> str:
 
 
 def _sha256_hex(data: bytes) -> str:
-    try:  # hashlib's own fallback, without loading OpenSSL's (~4 ms)
-        from _sha2 import sha256  # Python 3.12 and later
-    except ImportError:
-        try:
-            from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
-    return sha256(data).hexdigest()
+    from ..core.digest import sha256_hex
+
+    return sha256_hex(data)
 
 
 # A file name's limit in bytes (NAME_MAX of Linux's file systems).
