@@ -375,38 +375,11 @@ def list_failed(spool_dir: str) -> "list[str]":
     return _listing(paths.join(spool_dir, FAILED))
 
 
-def delete_failed(spool_dir: str, name: str) -> bool:
-    """Remove failed/NAME for good, durably; False when there is no such
-    failed message (put back or removed by another process meanwhile).
-    Raises IOFailure."""
-    path = paths.join(spool_dir, FAILED, name)
-    try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise IOFailure(f"cannot open {path}: {exc.strerror}") from None
-    try:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX)  # as put_back(): one of the two wins
-        try:
-            posix.unlink(path)
-        except FileNotFoundError:
-            return False
-        fsync_dir(paths.dirname(path))
-        return True
-    except OSError as exc:
-        raise IOFailure(f"cannot delete {path}: {exc.strerror}") from None
-    finally:
-        posix.close(fd)
-
-
-def put_back(spool_dir: str, name: str, now: float) -> "str | None":
-    """Move failed/NAME back into msgs/ to be delivered again, its queue
-    time set to `now` (a queue lifetime starts again); return its msgs/
-    path, or None when there is no such failed message.  Raises
-    IOFailure or SpoolError."""
+def _on_failed(spool_dir: str, name: str, what: str, act):
+    """act(path, fd) on failed/NAME, opened and locked (flock: --retry and
+    --delete exclude each other), and its result; None when there is no
+    such failed message (moved or removed by another process meanwhile).
+    An OSError is IOFailure "cannot WHAT PATH: ..."."""
     path = paths.join(spool_dir, FAILED, name)
     try:
         fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
@@ -417,17 +390,39 @@ def put_back(spool_dir: str, name: str, now: float) -> "str | None":
     try:
         import fcntl
 
-        fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else moves it meanwhile
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             posix.lstat(path)
         except FileNotFoundError:
-            return None  # put back by someone else while we waited
-        posix.utime(fd, (now, now))
-        return _move(path, _subdir(spool_dir, MSGS))
+            return None  # gone while we waited for the lock
+        return act(path, fd)
     except OSError as exc:
-        raise IOFailure(f"cannot put {path} back: {exc.strerror}") from None
+        raise IOFailure(f"cannot {what} {path}: {exc.strerror}") from None
     finally:
         posix.close(fd)
+
+
+def delete_failed(spool_dir: str, name: str) -> bool:
+    """Remove failed/NAME for good, durably; False when there is no such
+    failed message.  Raises IOFailure."""
+    def delete(path: str, fd: int) -> str:
+        posix.unlink(path)
+        fsync_dir(paths.dirname(path))
+        return path
+
+    return _on_failed(spool_dir, name, "delete", delete) is not None
+
+
+def put_back(spool_dir: str, name: str, now: float) -> "str | None":
+    """Move failed/NAME back into msgs/ to be delivered again, its queue
+    time set to `now` (a queue lifetime starts again); return its msgs/
+    path, or None when there is no such failed message.  Raises
+    IOFailure or SpoolError."""
+    def move(path: str, fd: int) -> str:
+        posix.utime(fd, (now, now))
+        return _move(path, _subdir(spool_dir, MSGS))
+
+    return _on_failed(spool_dir, name, "put back", move)
 
 
 def sync_removals(spool_dir: str) -> None:
