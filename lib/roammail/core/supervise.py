@@ -54,6 +54,7 @@ from .child import GROUP_CHECK_INTERVAL, signal_group, signal_process, terminate
 from .cli import docopt_args
 from .errors import EX_SOFTWARE, RoammailError
 from .proc import group_members
+from .watchproto import write_all
 
 # Signals passed on to the child's process group while it runs.
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
@@ -424,7 +425,7 @@ class SpareChild:
             self.discard()
             raise ValueError("an empty command, or a NUL byte in an argument")
         try:
-            _write_all(self._cmd_w, b"".join(word + b"\0" for word in words))
+            write_all(self._cmd_w, b"".join(word + b"\0" for word in words))
         except BrokenPipeError:
             self.discard()
             raise SpareUnusable("the spare child is gone") from None
@@ -456,12 +457,6 @@ class SpareChild:
             except ProcessLookupError:
                 pass
         self.proc.wait()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _read_to_end(fd: int) -> bytes:
